@@ -1,0 +1,56 @@
+"""/healthz: the database, the vector extension, the worker heartbeat and the models folder."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from mlcore.setup_models import verify_all
+
+WORKER_STALE_AFTER = timedelta(minutes=2)
+
+
+def _database() -> tuple[str, str]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+        return f"error: {exc.__class__.__name__}", "unknown"
+    return "ok", (f"ok ({row[0]})" if row else "missing")
+
+
+def _worker() -> str:
+    from django_q.status import Stat
+
+    try:
+        stats = Stat.get_all()
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc.__class__.__name__}"
+    if not stats:
+        return "not running"
+    newest = max(stat.timestamp for stat in stats)
+    if timezone.now() - newest > WORKER_STALE_AFTER:
+        return f"stale (last heartbeat {newest.isoformat()})"
+    return "ok"
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    database, vector = _database()
+    models = verify_all(settings.OBVERSE_MODELS_DIR)
+    checks = {
+        "database": database,
+        "vector_extension": vector,
+        "worker": _worker(),
+        "models": models,
+    }
+    healthy = database == "ok" and vector.startswith("ok") and all(v == "ok" for v in models.values())
+    # The worker may legitimately be down (web-only node), so it is reported but does not fail the check.
+    return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)

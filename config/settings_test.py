@@ -1,0 +1,25 @@
+"""Test settings: the real settings, with fast hashing, tasks run inline and media in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("OBVERSE_ENV", "production")  # test what is deployed
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import DATABASES, Q_CLUSTER  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+MEDIA_ROOT = tempfile.mkdtemp(prefix="obverse-test-media-")
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Several test runs may share one server (developers, helpers): OBVERSE_TEST_DB_SUFFIX keeps them apart.
+DATABASES["default"]["TEST"] = {"NAME": f"test_obverse{os.environ.get('OBVERSE_TEST_DB_SUFFIX', '')}"}
+DATABASES["default"]["CONN_MAX_AGE"] = 0

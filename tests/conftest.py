@@ -1,0 +1,48 @@
+"""Shared fixtures: personas (anonymous, volunteer, curator, admin) and the real-data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+ANS_DIR = SHARED_DATA / "ans-roman"
+CUTOUTS_DIR = SHARED_DATA / "collector-cutouts"
+
+
+@pytest.fixture(scope="session")
+def ans_dir() -> Path:
+    if not (ANS_DIR / "labels.csv").exists():
+        pytest.skip(f"real data not found at {ANS_DIR} (see ../shared/data/README.md)")
+    return ANS_DIR
+
+
+@pytest.fixture(scope="session")
+def cutouts_dir() -> Path:
+    if not (CUTOUTS_DIR / "images").exists():
+        pytest.skip(f"real data not found at {CUTOUTS_DIR} (see ../shared/data/README.md)")
+    return CUTOUTS_DIR
+
+
+def _user(username: str, group: str | None = None, **kwargs) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **kwargs)
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+@pytest.fixture
+def volunteer(db) -> User:
+    return _user("volunteer", "volunteer")
+
+
+@pytest.fixture
+def curator(db) -> User:
+    return _user("curator", "curator", is_staff=True)
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return _user("admin", None, is_staff=True, is_superuser=True)

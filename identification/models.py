@@ -1,0 +1,153 @@
+"""Identification: a photo submission, its processed images and the candidate catalogue items.
+
+Review, consensus and approval (volunteers and curators) build on these rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from pgvector.django import VectorField
+
+from collection.models import EMBEDDING_DIMENSIONS, Item, SpecimenImage
+
+
+class SubmissionStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    PROCESSING = "processing", "Processing"
+    AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+    IN_REVIEW = "in_review", "In review"
+    PROPOSED = "proposed", "Proposed to curators"
+    RESOLVED = "resolved", "Resolved"
+    NEEDS_EXPERT = "needs_expert", "Needs an expert"
+    FAILED = "failed", "Failed"
+
+
+class ProcessingStep(models.TextChoices):
+    """What the worker is doing now, shown on the status page in this order."""
+
+    RECEIVED = "received", "Received"
+    FINDING_OBJECT = "finding_object", "Finding the object"
+    REMOVING_BACKGROUND = "removing_background", "Removing background"
+    TURNING_UPRIGHT = "turning_upright", "Turning upright"
+    ENHANCING = "enhancing", "Enhancing"
+    CLASSIFYING = "classifying", "Classifying"
+    EMBEDDING = "embedding", "Describing the image"
+    SEARCHING = "searching", "Searching the catalogue"
+    READY = "ready", "Ready"
+
+
+class DeclaredSide(models.TextChoices):
+    OBVERSE = "obverse", "Obverse"
+    REVERSE = "reverse", "Reverse"
+    UNKNOWN = "unknown", "Not sure"
+
+
+class Submission(models.Model):
+    """A request to identify one specimen from one or two photos, by a visitor, a user or an API client.
+
+    The id is a UUID so status and result URLs cannot be guessed. ``status`` is the workflow state;
+    ``step`` the pipeline's progress while processing. Requester contact details are private.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(
+        max_length=20, choices=SubmissionStatus.choices, default=SubmissionStatus.RECEIVED, db_index=True
+    )
+    step = models.CharField(max_length=30, choices=ProcessingStep.choices, default=ProcessingStep.RECEIVED)
+    error = models.TextField(blank=True, help_text="Readable reason when processing failed.")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="submissions"
+    )
+    requester_name = models.CharField(max_length=200, blank=True)
+    requester_email = models.EmailField(blank=True)
+    notes = models.TextField(blank=True)
+    filters = models.JSONField(default=dict, blank=True, help_text="Metadata filters the candidates were narrowed by.")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Submission {str(self.id)[:8]} ({self.get_status_display()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("identification:submission_detail", kwargs={"pk": self.pk})
+
+    @property
+    def is_finished_processing(self) -> bool:
+        return self.status not in {SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING}
+
+
+def _upload_to(instance: SubmissionImage, filename: str) -> str:
+    return f"submissions/{instance.submission_id}/{filename}"
+
+
+class SubmissionImage(models.Model):
+    """One uploaded photo and what the pipeline made of it (cut-out, angle, side, metadata, embedding).
+
+    ``upload`` is the file as received, kept outside public media; ``original`` is its re-encoded copy
+    without EXIF/GPS, which is what pages show.
+    """
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveSmallIntegerField(default=0)
+    declared_side = models.CharField(max_length=10, choices=DeclaredSide.choices, default=DeclaredSide.UNKNOWN)
+    upload_name = models.CharField(max_length=255, blank=True)
+    upload_path = models.CharField(max_length=300, blank=True, help_text="Raw upload in private storage.")
+    original = models.ImageField(upload_to=_upload_to, blank=True, max_length=300)
+    cutout = models.ImageField(upload_to=_upload_to, blank=True, max_length=300)
+    upright = models.ImageField(upload_to=_upload_to, blank=True, max_length=300)
+    crop_box = models.JSONField(null=True, blank=True)
+    detections = models.JSONField(default=list, blank=True)
+    angle = models.FloatField(null=True, blank=True, help_text="Degrees turned counter-clockwise to make it upright.")
+    angle_confidence = models.FloatField(null=True, blank=True)
+    enhanced = models.BooleanField(default=False)
+    side = models.CharField(max_length=10, blank=True)
+    side_confidence = models.FloatField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, help_text="{field: {value, confidence}} predictions.")
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    model_versions = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["submission", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["submission", "position"], name="submission_image_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.submission_id} #{self.position}"
+
+
+class Candidate(models.Model):
+    """A catalogue item proposed for a submission, with its evidence (score per side, matched image, rotation)."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="candidates")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveSmallIntegerField()
+    score = models.FloatField()
+    side_scores = models.JSONField(default=dict, blank=True)
+    matched_image = models.ForeignKey(SpecimenImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    query_image = models.ForeignKey(SubmissionImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rotation = models.FloatField(
+        default=0.0, help_text="Degrees to turn the matched catalogue image to the query's orientation."
+    )
+
+    class Meta:
+        ordering = ["submission", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["submission", "rank"], name="candidate_unique_rank"),
+            models.UniqueConstraint(fields=["submission", "item"], name="candidate_unique_item"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.submission_id} #{self.rank}: {self.item_id}"

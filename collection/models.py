@@ -192,10 +192,10 @@ def _image_upload_to(instance: SpecimenImage, filename: str) -> str:
 
 
 class SpecimenImage(models.Model):
-    """A photograph of one side of a specimen, with its derived files and its search embedding.
+    """A photograph of one side of a specimen, with its derived files (cut-out, thumbnail).
 
-    The embedding is only comparable with others of the same ``embedding_model`` and
-    ``embedding_version``; search filters on both so a re-index never mixes models.
+    Search embeddings live in ``ImageEmbedding``, one row per embedding model version, so a
+    re-index with a new model fills new rows while search keeps using the active version.
     """
 
     specimen = models.ForeignKey(Specimen, on_delete=models.CASCADE, related_name="images")
@@ -208,10 +208,6 @@ class SpecimenImage(models.Model):
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
-    embedding_model = models.CharField(max_length=100, blank=True)
-    embedding_version = models.CharField(max_length=50, blank=True)
-    embedded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -219,19 +215,43 @@ class SpecimenImage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["specimen", "side", "sort_order"], name="image_unique_side_order"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.specimen_id} {self.side}"
+
+
+class ImageEmbedding(models.Model):
+    """The search vector of one catalogue image under one embedding model version (pgvector, cosine).
+
+    Denormalises ``side`` and ``item`` from the image so k-NN queries filter without joins
+    (HNSW iterative scans keep recall under such filters). Only the active version is searched.
+    """
+
+    image = models.ForeignKey(SpecimenImage, on_delete=models.CASCADE, related_name="embeddings")
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    side = models.CharField(max_length=10, choices=Side.choices)
+    model_name = models.CharField(max_length=100)
+    model_version = models.CharField(max_length=50)
+    vector = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_name", "model_version"], name="embedding_unique_version"),
+        ]
         indexes = [
             HnswIndex(
-                name="image_embedding_hnsw",
-                fields=["embedding"],
+                name="embedding_vector_hnsw",
+                fields=["vector"],
                 m=16,
                 ef_construction=64,
                 opclasses=["vector_cosine_ops"],
             ),
-            models.Index(fields=["embedding_model", "embedding_version", "side"], name="image_embedding_model"),
+            models.Index(fields=["model_name", "model_version", "side"], name="embedding_version_side"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.specimen_id} {self.side}"
+        return f"{self.image_id} {self.model_name}@{self.model_version}"
 
 
 def format_date_range(date_from: int | None, date_to: int | None) -> str:

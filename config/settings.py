@@ -112,7 +112,7 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # form fields; files are limited separately
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Security headers; HTTPS-only settings are on whenever DEBUG is off.
@@ -165,6 +165,13 @@ Q_CLUSTER = {
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))
+OBVERSE_PRIVATE_UPLOADS = Path(env_str("OBVERSE_PRIVATE_UPLOADS", str(VAR_DIR / "uploads")))  # never served
+OBVERSE_MAX_UPLOAD_BYTES = env_int("OBVERSE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+OBVERSE_ANON_SUBMISSIONS_PER_HOUR = env_int("OBVERSE_ANON_SUBMISSIONS_PER_HOUR", 20)
+OBVERSE_PROCESSING_TIMEOUT_S = env_int("OBVERSE_PROCESSING_TIMEOUT_S", 540)  # below Q_CLUSTER timeout
+OBVERSE_PROCESSING_MAX_ATTEMPTS = env_int("OBVERSE_PROCESSING_MAX_ATTEMPTS", 3)
+OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
+OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_SHARED_DATA_DIR = Path(env_str("OBVERSE_SHARED_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 
 LOGGING = {

@@ -1,0 +1,525 @@
+"""Identification services: accept a submission, process it in the background, search the catalogue.
+
+Every write goes through a function here; views, API and tasks stay thin. State changes are
+race-safe (conditional UPDATEs), tasks take ids and are enqueued after the transaction commits,
+and a rerun after a crash finishes the job without duplicating anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from pgvector.django import CosineDistance
+
+from collection.models import ImageEmbedding, Item, SpecimenImage
+from identification.models import (
+    Candidate,
+    DeclaredSide,
+    ProcessingStep,
+    Submission,
+    SubmissionImage,
+    SubmissionStatus,
+)
+from identification.pipeline import get_pipeline
+
+logger = logging.getLogger(__name__)
+
+CANDIDATES = 8
+# How many nearest images to read per side before grouping them into items: several specimens of
+# one item must not crowd out other items, so we read well beyond 8.
+NEIGHBOUR_IMAGES = 80
+METADATA_NEIGHBOURS = 24
+ALLOWED_FILTER_KINDS = ("authority", "mint", "material", "denomination", "region")
+
+
+class PermanentProcessingError(Exception):
+    """The input itself is bad (not an image, no coin found): retrying cannot help."""
+
+
+def private_uploads() -> FileSystemStorage:
+    """Raw uploads, kept outside the public media folder until re-encoded without metadata."""
+    return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
+
+
+# --- Accepting a submission -------------------------------------------------------------------
+
+
+def _rate_limited(*, client_ip: str | None, email: str) -> bool:
+    since = timezone.now() - timedelta(hours=1)
+    recent = Submission.objects.filter(created_at__gte=since, submitted_by__isnull=True)
+    limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
+    if client_ip and recent.filter(client_ip=client_ip).count() >= limit:
+        return True
+    return bool(email) and recent.filter(requester_email__iexact=email).count() >= limit
+
+
+def submission_validate(
+    *, files: Sequence[UploadedFile], sides: Sequence[str], requester_name: str, requester_email: str, user, client_ip
+) -> dict[str, list[str]]:
+    """Field → reasons; empty when the submission may be accepted. Cheap checks only: decoding is the worker's."""
+    errors: dict[str, list[str]] = {}
+    if not files:
+        errors["images"] = ["Add one or two photos."]
+    elif len(files) > 2:
+        errors["images"] = ["At most two photos (one per side)."]
+    else:
+        for upload in files:
+            if upload.size == 0:
+                errors.setdefault("images", []).append(f"{upload.name}: the file is empty.")
+            elif upload.size > settings.OBVERSE_MAX_UPLOAD_BYTES:
+                limit_mb = settings.OBVERSE_MAX_UPLOAD_BYTES // 2**20
+                errors.setdefault("images", []).append(f"{upload.name}: larger than {limit_mb} MB.")
+    if sides and len(sides) != len(files):
+        errors["sides"] = ["Give one side per photo (obverse, reverse or unknown)."]
+    elif any(side not in DeclaredSide.values for side in sides):
+        errors["sides"] = ["Each side must be one of: obverse, reverse, unknown."]
+    anonymous = user is None or not user.is_authenticated
+    if anonymous:
+        if not requester_name.strip():
+            errors["requester_name"] = ["Tell us your name so a curator can reply."]
+        if not requester_email.strip():
+            errors["requester_email"] = ["An email address is required so we can tell you the result."]
+        if not errors and _rate_limited(client_ip=client_ip, email=requester_email):
+            errors["non_field_errors"] = ["Too many submissions in the last hour; please try again later."]
+    return errors
+
+
+def submission_create(
+    *,
+    files: Sequence[UploadedFile],
+    sides: Sequence[str] = (),
+    notes: str = "",
+    requester_name: str = "",
+    requester_email: str = "",
+    user=None,
+    client_ip: str | None = None,
+) -> Submission:
+    """Store a new submission and its raw photos, then enqueue processing once the rows are committed.
+
+    Raises ValidationError with a {field: [reasons]} dict for bad input; nothing is stored then.
+    """
+    errors = submission_validate(
+        files=files,
+        sides=sides,
+        requester_name=requester_name,
+        requester_email=requester_email,
+        user=user,
+        client_ip=client_ip,
+    )
+    if errors:
+        raise ValidationError(errors)
+    storage = private_uploads()
+    saved: list[str] = []
+    try:
+        with transaction.atomic():
+            submission = Submission.objects.create(
+                submitted_by=user if user is not None and user.is_authenticated else None,
+                requester_name=requester_name.strip(),
+                requester_email=requester_email.strip(),
+                notes=notes.strip(),
+                client_ip=client_ip,
+            )
+            for position, upload in enumerate(files):
+                name = storage.save(f"{submission.pk}/{position}.upload", upload)
+                saved.append(name)
+                SubmissionImage.objects.create(
+                    submission=submission,
+                    position=position,
+                    declared_side=sides[position] if sides else DeclaredSide.UNKNOWN,
+                    upload_name=(upload.name or "")[:255],
+                    upload_path=name,
+                )
+            transaction.on_commit(lambda: submission_enqueue(submission_id=submission.pk))
+    except Exception:
+        for name in saved:  # no orphan files when the rows were rolled back
+            storage.delete(name)
+        raise
+    return submission
+
+
+def submission_enqueue(*, submission_id) -> None:
+    """Queue the background processing of a submission (call after commit)."""
+    from django_q.tasks import async_task
+
+    async_task("identification.tasks.process_submission", str(submission_id), task_name=f"submission-{submission_id}")
+
+
+# --- Processing -------------------------------------------------------------------------------
+
+
+def _claim(submission_id) -> bool:
+    """received → processing, or take over a processing run whose worker died (stale).
+
+    Conditional UPDATE: of two workers handed the same submission, exactly one wins.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.OBVERSE_PROCESSING_TIMEOUT_S)
+    fresh = Submission.objects.filter(pk=submission_id, status=SubmissionStatus.RECEIVED)
+    stale = Submission.objects.filter(
+        pk=submission_id, status=SubmissionStatus.PROCESSING, processing_started_at__lt=stale_before
+    )
+    values = {
+        "status": SubmissionStatus.PROCESSING,
+        "step": ProcessingStep.FINDING_OBJECT,
+        "processing_started_at": now,
+        "attempts": F("attempts") + 1,
+        "error": "",
+    }
+    return bool(fresh.update(**values) or stale.update(**values))
+
+
+def _set_step(submission_id, step: str) -> None:
+    # Progress is written outside any transaction so the status page sees it at once.
+    Submission.objects.filter(pk=submission_id, status=SubmissionStatus.PROCESSING).update(step=step)
+
+
+def submission_fail(*, submission_id, reason: str) -> None:
+    """Mark a submission failed with a readable reason (kept, never deleted)."""
+    Submission.objects.filter(pk=submission_id).exclude(status=SubmissionStatus.FAILED).update(
+        status=SubmissionStatus.FAILED, error=reason[:2000], processed_at=timezone.now()
+    )
+
+
+def submission_process(*, submission_id, force: bool = False) -> bool:
+    """Run the pipeline on every photo, search candidates, and move the submission to review.
+
+    Idempotent: a submission already processed is left alone; a rerun after a crash overwrites the
+    derived files and replaces the candidates in one transaction. Returns whether it did the work.
+    Bad input fails the submission with the reason; other errors propagate so the queue retries,
+    until the last attempt, which fails it.
+    """
+    from mlcore.imageio import ImageDecodeError
+    from mlcore.pipeline import NoObjectFound
+
+    if not _claim(submission_id) and not force:
+        return False
+    submission = Submission.objects.get(pk=submission_id)
+    try:
+        pipeline = get_pipeline()
+        images = list(submission.images.order_by("position"))
+        for image in images:
+            _process_image(pipeline, image, on_step=lambda step: _set_step(submission_id, step))
+        _set_step(submission_id, ProcessingStep.SEARCHING)
+        with transaction.atomic():
+            _write_candidates(submission, images, pipeline)
+            Submission.objects.filter(pk=submission_id, status=SubmissionStatus.PROCESSING).update(
+                status=SubmissionStatus.AWAITING_REVIEW, step=ProcessingStep.READY, processed_at=timezone.now()
+            )
+    except (ImageDecodeError, NoObjectFound, PermanentProcessingError) as exc:
+        submission_fail(submission_id=submission_id, reason=str(exc))
+    except Exception as exc:
+        logger.exception("processing submission %s failed", submission_id)
+        if submission.attempts >= settings.OBVERSE_PROCESSING_MAX_ATTEMPTS:
+            submission_fail(
+                submission_id=submission_id, reason=f"Processing failed repeatedly ({exc.__class__.__name__})."
+            )
+        else:
+            # Let the next attempt claim it at once rather than waiting for the stale timeout.
+            Submission.objects.filter(pk=submission_id, status=SubmissionStatus.PROCESSING).update(
+                status=SubmissionStatus.RECEIVED
+            )
+            raise
+    return True
+
+
+def _jpeg(image, quality: int = 90) -> ContentFile:
+    from mlcore.imageio import encode_jpeg
+
+    return ContentFile(encode_jpeg(image.convert("RGB"), quality=quality))
+
+
+def _png(image) -> ContentFile:
+    from mlcore.imageio import encode_png
+
+    return ContentFile(encode_png(image))
+
+
+def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str], None]) -> None:
+    from mlcore.imageio import decode_image
+
+    with private_uploads().open(image.upload_path, "rb") as fh:
+        data = fh.read()
+    decoded = decode_image(data)
+    known_side = image.declared_side if image.declared_side != DeclaredSide.UNKNOWN else None
+    result = pipeline.process(decoded, known_side=known_side, on_step=on_step)
+    # Derived files are overwritten on a rerun (same names), never duplicated.
+    storage = image.original.storage
+    for field, content, suffix in (
+        ("original", _jpeg(_bounded(decoded)), "original.jpg"),
+        ("cutout", _png(result.cutout), "cutout.png"),
+        ("upright", _jpeg(result.upright), "upright.jpg"),
+    ):
+        name = f"submissions/{image.submission_id}/{image.position}-{suffix}"
+        storage.delete(name)
+        getattr(image, field).save(name.rsplit("/", 1)[1], content, save=False)
+    image.crop_box = list(result.crop_box)
+    image.detections = [_detection_json(d) for d in result.detections]
+    image.angle = float(result.angle)
+    image.angle_confidence = float(result.angle_confidence)
+    image.enhanced = bool(result.enhanced)
+    image.side = result.side
+    image.side_confidence = float(result.side_confidence)
+    image.embedding = np.asarray(result.embedding, dtype=np.float32)
+    image.timings = {k: round(float(v), 1) for k, v in result.timings.items()}
+    image.model_versions = dict(result.model_versions)
+    image.save()
+
+
+def _bounded(image, max_side: int = 1600):
+    copy = image.copy()
+    copy.thumbnail((max_side, max_side))
+    return copy
+
+
+def _detection_json(detection) -> dict:
+    if isinstance(detection, dict):
+        return detection
+    return {"box": [int(v) for v in detection.box], "score": round(float(getattr(detection, "score", 0.0)), 3)}
+
+
+# --- Searching the catalogue ------------------------------------------------------------------
+
+
+@dataclass
+class ItemHit:
+    """One candidate item with its evidence."""
+
+    item_id: int
+    score: float
+    side_scores: dict[str, float]
+    image_id: int | None
+    query_position: int
+
+
+def embedding_version(pipeline) -> tuple[str, str]:
+    """(model name, version) of the embeddings queries are compared with."""
+    embedder = pipeline.embedder
+    return embedder.name, embedder.version
+
+
+def nearest_images(
+    *, vector, side: str | None, model: tuple[str, str], filters: dict[str, str] | None = None, limit: int
+) -> list[tuple[int, int, float]]:
+    """[(image_id, item_id, cosine similarity)] nearest first, from pgvector's HNSW index.
+
+    Filters (side, metadata) are applied inside the index scan; pgvector 0.8's iterative scan
+    keeps reading the graph until enough rows pass them, so recall holds under selective filters.
+    """
+    queryset = ImageEmbedding.objects.filter(model_name=model[0], model_version=model[1], item__isnull=False)
+    if side:
+        queryset = queryset.filter(side=side)
+    for kind, slug in (filters or {}).items():
+        if kind in ALLOWED_FILTER_KINDS and slug:
+            queryset = queryset.filter(item__concepts__kind=kind, item__concepts__slug=slug)
+    queryset = queryset.annotate(distance=CosineDistance("vector", vector)).order_by("distance")
+    with transaction.atomic(), _hnsw_settings():
+        rows = list(queryset.values_list("image_id", "item_id", "distance")[:limit])
+    return sorted(((image_id, item_id, 1.0 - float(d)) for image_id, item_id, d in rows), key=lambda r: -r[2])
+
+
+class _hnsw_settings:
+    """SET LOCAL the HNSW search parameters for the current transaction."""
+
+    def __enter__(self):
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.OBVERSE_HNSW_EF_SEARCH])
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def candidates_search(
+    *, queries: Sequence[tuple[int, str | None, np.ndarray]], model: tuple[str, str], filters=None, k: int = CANDIDATES
+) -> list[ItemHit]:
+    """The k best items for one or two query photos [(position, side, vector)].
+
+    Each photo's image hits are grouped into items (best image per item). With two photos of
+    different sides, an item's score is the mean of its best score on each side (an item missing
+    on a side gets that side's weakest score), so agreement of both sides wins.
+    """
+    per_query: list[dict[int, tuple[float, int, int]]] = []
+    for position, side, vector in queries:
+        best: dict[int, tuple[float, int, int]] = {}
+        for image_id, item_id, score in nearest_images(
+            vector=vector, side=side, model=model, filters=filters, limit=NEIGHBOUR_IMAGES
+        ):
+            if item_id not in best or score > best[item_id][0]:
+                best[item_id] = (score, image_id, position)
+        per_query.append(best)
+    if not per_query:
+        return []
+    hits: list[ItemHit] = []
+    items = set().union(*per_query)
+    floors = [min((v[0] for v in best.values()), default=0.0) for best in per_query]
+    for item_id in items:
+        scores, side_scores, evidence = [], {}, None
+        for (position, side, _), best, floor in zip(queries, per_query, floors, strict=True):
+            score, image_id, _ = best.get(item_id, (floor, None, position))
+            scores.append(score)
+            side_scores[side or f"photo{position + 1}"] = round(score, 4)
+            if image_id is not None and (evidence is None or score > evidence[0]):
+                evidence = (score, image_id, position)
+        hits.append(
+            ItemHit(item_id, float(np.mean(scores)), side_scores, evidence[1] if evidence else None, evidence[2])
+        )
+    hits.sort(key=lambda h: -h.score)
+    return hits[:k]
+
+
+def _item_labels(item_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    labels: dict[int, dict[str, str]] = {i: {} for i in item_ids}
+    through = Item.concepts.through.objects.filter(item_id__in=item_ids).select_related("concept")
+    for row in through:
+        labels[row.item_id].setdefault(row.concept.kind, row.concept.label)
+    return labels
+
+
+def _predict_metadata(pipeline, vector, side, model) -> dict:
+    neighbours = nearest_images(vector=vector, side=side, model=model, limit=METADATA_NEIGHBOURS)
+    labels = _item_labels([item_id for _, item_id, _ in neighbours])
+    predictions = pipeline.predict_metadata([(labels[item_id], score) for _, item_id, score in neighbours])
+    return {
+        field: {"value": p.value, "confidence": round(float(p.confidence), 3)}
+        for field, p in predictions.items()
+        if p is not None and p.value
+    }
+
+
+def _write_candidates(submission: Submission, images: list[SubmissionImage], pipeline) -> None:
+    model = embedding_version(pipeline)
+    for image in images:
+        image.metadata = _predict_metadata(pipeline, image.embedding, image.side, model)
+        image.save(update_fields=["metadata"])
+    queries = [(image.position, image.side or None, image.embedding) for image in images]
+    if len(images) == 2 and images[0].side == images[1].side:
+        queries = [(image.position, None, image.embedding) for image in images]  # sides unsure: search both
+    hits = candidates_search(queries=queries, model=model, filters=submission.filters)
+    by_position = {image.position: image for image in images}
+    submission.candidates.all().delete()  # a rerun replaces, never duplicates
+    Candidate.objects.bulk_create(
+        Candidate(
+            submission=submission,
+            item_id=hit.item_id,
+            rank=rank,
+            score=round(hit.score, 4),
+            side_scores=hit.side_scores,
+            matched_image_id=hit.image_id,
+            query_image=by_position[hit.query_position],
+            # Catalogue photos are upright; turning one back by the query's angle shows it as photographed.
+            rotation=-(by_position[hit.query_position].angle or 0.0),
+        )
+        for rank, hit in enumerate(hits, start=1)
+    )
+
+
+def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submission:
+    """Narrow the candidates by metadata (e.g. only silver, only this ruler) and search again."""
+    clean = {k: v for k, v in filters.items() if k in ALLOWED_FILTER_KINDS and v}
+    with transaction.atomic():
+        submission = Submission.objects.select_for_update().get(pk=submission_id)
+        if submission.status in {SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING, SubmissionStatus.FAILED}:
+            raise ValidationError({"filters": ["Candidates can be narrowed once processing has finished."]})
+        submission.filters = clean
+        submission.save(update_fields=["filters", "updated_at"])
+        images = list(submission.images.order_by("position"))
+        pipeline = get_pipeline()
+        model = embedding_version(pipeline)
+        queries = [(image.position, image.side or None, np.asarray(image.embedding)) for image in images]
+        hits = candidates_search(queries=queries, model=model, filters=clean)
+        by_position = {image.position: image for image in images}
+        submission.candidates.all().delete()
+        Candidate.objects.bulk_create(
+            Candidate(
+                submission=submission,
+                item_id=hit.item_id,
+                rank=rank,
+                score=round(hit.score, 4),
+                side_scores=hit.side_scores,
+                matched_image_id=hit.image_id,
+                query_image=by_position[hit.query_position],
+                rotation=-(by_position[hit.query_position].angle or 0.0),
+            )
+            for rank, hit in enumerate(hits, start=1)
+        )
+    return submission
+
+
+# --- Indexing the catalogue -------------------------------------------------------------------
+
+
+def catalogue_image_index(*, image_id: int, pipeline=None) -> bool:
+    """Cut out and embed one catalogue image with the active embedding model (idempotent).
+
+    Catalogue photos are upright and their side is known, so the pipeline skips those steps.
+    Returns False when the image has no file or cannot be processed (logged, not raised).
+    """
+    from mlcore.imageio import ImageDecodeError
+    from mlcore.pipeline import NoObjectFound
+
+    pipeline = pipeline or get_pipeline()
+    model = embedding_version(pipeline)
+    image = SpecimenImage.objects.select_related("specimen").filter(pk=image_id).first()
+    if image is None or not image.image:
+        return False
+    started = time.monotonic()
+    try:
+        with image.image.open("rb") as fh:
+            result = pipeline.process(fh.read(), known_side=image.side, assume_upright=True)
+    except (ImageDecodeError, NoObjectFound) as exc:
+        logger.warning("catalogue image %s not indexed: %s", image_id, exc)
+        return False
+    with transaction.atomic():
+        name = f"cutouts/{image.pk}.png"
+        image.cutout.storage.delete(name)
+        image.cutout.save(f"{image.pk}.png", _png(result.cutout), save=False)
+        image.save(update_fields=["cutout"])
+        ImageEmbedding.objects.update_or_create(
+            image=image,
+            model_name=model[0],
+            model_version=model[1],
+            defaults={"vector": result.embedding, "side": image.side, "item_id": image.specimen.item_id},
+        )
+    logger.debug("indexed catalogue image %s in %.0f ms", image_id, (time.monotonic() - started) * 1000)
+    return True
+
+
+def catalogue_index_enqueue(*, image_ids: Sequence[int]) -> None:
+    """Queue indexing of catalogue images after the current transaction commits (in batches)."""
+    from django_q.tasks import async_task
+
+    ids = list(image_ids)
+
+    def enqueue():
+        for start in range(0, len(ids), 50):
+            async_task("identification.tasks.index_catalogue_images", ids[start : start + 50])
+
+    transaction.on_commit(enqueue)
+
+
+def catalogue_pending_images(*, model: tuple[str, str]):
+    """Catalogue images without an embedding for this model version (what a re-index still has to do)."""
+    done = ImageEmbedding.objects.filter(model_name=model[0], model_version=model[1]).values("image_id")
+    return SpecimenImage.objects.exclude(image="").exclude(pk__in=done).order_by("pk")
+
+
+def catalogue_prune_embeddings(*, keep: tuple[str, str]) -> int:
+    """Delete embeddings of other model versions once the new version covers the catalogue."""
+    deleted, _ = ImageEmbedding.objects.exclude(model_name=keep[0], model_version=keep[1]).delete()
+    return deleted

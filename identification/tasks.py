@@ -1,0 +1,14 @@
+"""django-q2 tasks: thin wrappers that take ids and call a service (safe to run twice)."""
+
+from __future__ import annotations
+
+from identification import services
+
+
+def process_submission(submission_id: str) -> bool:
+    return services.submission_process(submission_id=submission_id)
+
+
+def index_catalogue_images(image_ids: list[int]) -> int:
+    """Index a batch of catalogue images; returns how many were indexed."""
+    return sum(services.catalogue_image_index(image_id=image_id) for image_id in image_ids)

@@ -139,6 +139,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "submissions_anon": env_str("OBVERSE_API_ANON_RATE", "30/hour"),
+        "submissions_user": env_str("OBVERSE_API_USER_RATE", "600/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Obverse API",

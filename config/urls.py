@@ -12,6 +12,7 @@ from config.health import healthz
 urlpatterns = [
     path("", include("collection.urls")),
     path("api/v1/", include("collection.api.urls")),
+    path("api/v1/", include("identification.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

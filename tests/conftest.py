@@ -26,6 +26,13 @@ def cutouts_dir() -> Path:
     return CUTOUTS_DIR
 
 
+@pytest.fixture(autouse=True)
+def _isolated_media(settings, tmp_path):
+    """Every test writes media and private uploads into its own temporary folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.OBVERSE_PRIVATE_UPLOADS = str(tmp_path / "uploads")
+
+
 def _user(username: str, group: str | None = None, **kwargs) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **kwargs)
     if group:

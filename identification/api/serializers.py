@@ -1,0 +1,53 @@
+"""API v1 representations of submissions (a stable, versioned contract for partner institutions)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from identification.models import Candidate, DeclaredSide, Submission, SubmissionImage
+
+
+class SubmissionCreateSerializer(serializers.Serializer):
+    """Multipart input of POST /api/v1/submissions/ (validated again, fully, by the service)."""
+
+    images = serializers.ListField(child=serializers.FileField(allow_empty_file=True), min_length=1, max_length=2)
+    sides = serializers.ListField(child=serializers.ChoiceField(choices=DeclaredSide.values), required=False)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    requester_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    requester_email = serializers.EmailField(required=False, allow_blank=True)
+
+
+class CandidateItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    uri = serializers.CharField()
+    title = serializers.CharField()
+
+
+class CandidateSerializer(serializers.ModelSerializer):
+    item = CandidateItemSerializer()
+
+    class Meta:
+        model = Candidate
+        fields = ["rank", "score", "side_scores", "item"]
+
+
+class SubmissionImageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SubmissionImage
+        fields = ["position", "declared_side", "side", "side_confidence", "angle", "metadata"]
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    images = SubmissionImageSerializer(many=True)
+    candidates = CandidateSerializer(many=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Submission
+        fields = ["id", "status", "step", "error", "url", "created_at", "images", "candidates"]
+
+    def get_url(self, obj: Submission) -> str:
+        request = self.context.get("request")
+        path = obj.get_absolute_url()
+        return request.build_absolute_uri(path) if request else path

@@ -1,0 +1,92 @@
+"""API v1 endpoints for submissions: create (multipart) and poll by UUID."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import permissions, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+from identification import selectors, services
+from identification.api.serializers import SubmissionCreateSerializer, SubmissionSerializer
+
+
+class SubmissionAnonThrottle(AnonRateThrottle):
+    scope = "submissions_anon"
+
+
+class SubmissionUserThrottle(UserRateThrottle):
+    scope = "submissions_user"
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _errors(detail) -> dict:
+    return {"errors": detail}
+
+
+class SubmissionCreateView(APIView):
+    """POST a photo (or both sides) of a specimen to identify; poll the returned URL for the result."""
+
+    parser_classes = [MultiPartParser, FormParser]
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [SubmissionAnonThrottle, SubmissionUserThrottle]
+
+    @extend_schema(
+        request={"multipart/form-data": SubmissionCreateSerializer},
+        responses={
+            201: inline_serializer(
+                "SubmissionCreated",
+                {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
+            ),
+            400: inline_serializer("SubmissionErrors", {"errors": serializers.DictField()}),
+        },
+    )
+    def post(self, request):
+        data = {
+            "images": request.FILES.getlist("images"),
+            "sides": request.data.getlist("sides") if hasattr(request.data, "getlist") else [],
+            "notes": request.data.get("notes", ""),
+            "requester_name": request.data.get("requester_name", ""),
+            "requester_email": request.data.get("requester_email", ""),
+        }
+        serializer = SubmissionCreateSerializer(data=data)
+        if not serializer.is_valid():
+            return Response(_errors(serializer.errors), status=status.HTTP_400_BAD_REQUEST)
+        values = serializer.validated_data
+        try:
+            submission = services.submission_create(
+                files=values["images"],
+                sides=values.get("sides", []),
+                notes=values.get("notes", ""),
+                requester_name=values.get("requester_name", ""),
+                requester_email=values.get("requester_email", ""),
+                user=request.user,
+                client_ip=client_ip(request),
+            )
+        except ValidationError as exc:
+            return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
+        body = {
+            "id": str(submission.pk),
+            "status": submission.status,
+            "url": request.build_absolute_uri(f"/api/v1/submissions/{submission.pk}/"),
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class SubmissionDetailView(APIView):
+    """The state of a submission: status, per-photo predictions and the candidate items."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=SubmissionSerializer)
+    def get(self, request, pk):
+        submission = selectors.submission_get(pk=pk)
+        if submission is None:
+            return Response({"errors": {"id": ["No such submission."]}}, status=status.HTTP_404_NOT_FOUND)
+        return Response(SubmissionSerializer(submission, context={"request": request}).data)

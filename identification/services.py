@@ -67,7 +67,14 @@ def _rate_limited(*, client_ip: str | None, email: str) -> bool:
 
 
 def submission_validate(
-    *, files: Sequence[UploadedFile], sides: Sequence[str], requester_name: str, requester_email: str, user, client_ip
+    *,
+    files: Sequence[UploadedFile],
+    sides: Sequence[str],
+    requester_name: str,
+    requester_email: str,
+    user,
+    client_ip,
+    contact_required: bool = True,
 ) -> dict[str, list[str]]:
     """Field → reasons; empty when the submission may be accepted. Cheap checks only: decoding is the worker's."""
     errors: dict[str, list[str]] = {}
@@ -88,9 +95,9 @@ def submission_validate(
         errors["sides"] = ["Each side must be one of: obverse, reverse, unknown."]
     anonymous = user is None or not user.is_authenticated
     if anonymous:
-        if not requester_name.strip():
+        if contact_required and not requester_name.strip():
             errors["requester_name"] = ["Tell us your name so a curator can reply."]
-        if not requester_email.strip():
+        if contact_required and not requester_email.strip():
             errors["requester_email"] = ["An email address is required so we can tell you the result."]
         if not errors and _rate_limited(client_ip=client_ip, email=requester_email):
             errors["non_field_errors"] = ["Too many submissions in the last hour; please try again later."]
@@ -106,10 +113,12 @@ def submission_create(
     requester_email: str = "",
     user=None,
     client_ip: str | None = None,
+    contact_required: bool = True,
 ) -> Submission:
     """Store a new submission and its raw photos, then enqueue processing once the rows are committed.
 
     Raises ValidationError with a {field: [reasons]} dict for bad input; nothing is stored then.
+    ``contact_required=False`` is for the example-photo library, where a visitor only watches the process.
     """
     errors = submission_validate(
         files=files,
@@ -118,6 +127,7 @@ def submission_create(
         requester_email=requester_email,
         user=user,
         client_ip=client_ip,
+        contact_required=contact_required,
     )
     if errors:
         raise ValidationError(errors)

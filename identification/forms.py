@@ -1,0 +1,41 @@
+"""Forms of the "Identify a specimen" pages (input shape only; rules live in the services)."""
+
+from __future__ import annotations
+
+from django import forms
+
+from identification.models import DeclaredSide
+
+SIDE_CHOICES = [
+    (DeclaredSide.UNKNOWN, "Not sure"),
+    (DeclaredSide.OBVERSE, "Obverse"),
+    (DeclaredSide.REVERSE, "Reverse"),
+]
+
+
+class SubmissionForm(forms.Form):
+    photo_1 = forms.FileField(label="Photo", required=True)
+    side_1 = forms.ChoiceField(label="Side", choices=SIDE_CHOICES, required=False)
+    photo_2 = forms.FileField(label="Second photo (other side, optional)", required=False)
+    side_2 = forms.ChoiceField(label="Side", choices=SIDE_CHOICES, required=False)
+    notes = forms.CharField(label="Notes (optional)", widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    requester_name = forms.CharField(label="Your name", max_length=200, required=False)
+    requester_email = forms.EmailField(label="Your email", required=False)
+
+    def files_and_sides(self) -> tuple[list, list[str]]:
+        files, sides = [], []
+        for n in (1, 2):
+            upload = self.cleaned_data.get(f"photo_{n}")
+            if upload:
+                files.append(upload)
+                sides.append(self.cleaned_data.get(f"side_{n}") or DeclaredSide.UNKNOWN)
+        return files, sides
+
+
+class CandidateFilterForm(forms.Form):
+    """Narrow candidates by metadata: values are concept slugs of each kind."""
+
+    authority = forms.CharField(required=False)
+    mint = forms.CharField(required=False)
+    material = forms.CharField(required=False)
+    denomination = forms.CharField(required=False)

@@ -1,0 +1,143 @@
+"""Pages of "Identify a specimen": the upload form, example photos, progress and the evidence page."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from collection.models import Concept
+from identification import examples, selectors, services
+from identification.forms import CandidateFilterForm, SubmissionForm
+from identification.models import ProcessingStep, SubmissionStatus
+
+PIPELINE_STEPS = [step for step in ProcessingStep if step != ProcessingStep.READY]
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@require_http_methods(["GET", "POST"])
+def identify(request: HttpRequest) -> HttpResponse:
+    form = SubmissionForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        files, sides = form.files_and_sides()
+        try:
+            submission = services.submission_create(
+                files=files,
+                sides=sides,
+                notes=form.cleaned_data["notes"],
+                requester_name=form.cleaned_data["requester_name"],
+                requester_email=form.cleaned_data["requester_email"],
+                user=request.user,
+                client_ip=_client_ip(request),
+            )
+        except ValidationError as exc:
+            for field, reasons in exc.message_dict.items():
+                target = {"images": "photo_1", "sides": "side_1"}.get(field, field)
+                form.add_error(target if target in form.fields else None, reasons)
+        else:
+            return redirect(submission)
+    context = {"form": form, "examples": examples.example_photos()}
+    return render(request, "identification/identify.html", context, status=400 if form.errors else 200)
+
+
+@require_POST
+def identify_example(request: HttpRequest, key: str) -> HttpResponse:
+    photo = examples.example_get(key)
+    if photo is None:
+        raise Http404("No such example photo.")
+    upload = SimpleUploadedFile(photo.path.name, photo.path.read_bytes(), content_type="image/jpeg")
+    try:
+        submission = services.submission_create(
+            files=[upload],
+            notes=f"Example photo: {photo.label}",
+            requester_name="Example photo",
+            user=request.user,
+            client_ip=_client_ip(request),
+            contact_required=False,
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+        return redirect("identification:identify")
+    return redirect(submission)
+
+
+@require_GET
+def example_image(request: HttpRequest, key: str) -> FileResponse:
+    photo = examples.example_get(key)
+    if photo is None:
+        raise Http404("No such example photo.")
+    return FileResponse(photo.path.open("rb"), content_type="image/jpeg")
+
+
+def _steps(submission) -> list[dict]:
+    keys = [step.value for step in PIPELINE_STEPS]
+    current = keys.index(submission.step) if submission.step in keys else len(keys)
+    finished = submission.is_finished_processing and submission.status != SubmissionStatus.FAILED
+    return [
+        {
+            "label": step.label,
+            "state": "done" if finished or i < current else ("current" if i == current else "todo"),
+        }
+        for i, step in enumerate(PIPELINE_STEPS)
+    ]
+
+
+def _filter_choices(submission) -> list[dict]:
+    """Concepts offered to narrow the candidates (those of the current candidates), current ones selected."""
+    item_ids = [candidate.item_id for candidate in submission.candidates.all()]
+    kinds = list(CandidateFilterForm.base_fields)
+    concepts = Concept.objects.filter(items__in=item_ids, kind__in=kinds).distinct().order_by("label")
+    current = submission.filters or {}
+    options: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for concept in concepts:
+        options[concept.kind].append(
+            {"slug": concept.slug, "label": concept.label, "selected": current.get(concept.kind) == concept.slug}
+        )
+    return [{"kind": kind, "options": options[kind]} for kind in kinds if options[kind]]
+
+
+@require_GET
+def submission_detail(request: HttpRequest, pk) -> HttpResponse:
+    submission = selectors.submission_get(pk=pk)
+    if submission is None:
+        raise Http404("No such submission.")
+    context = {
+        "submission": submission,
+        "steps": _steps(submission),
+        "images": list(submission.images.all()),
+        "candidates": list(submission.candidates.all()),
+        "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
+    }
+    return render(request, "identification/submission_detail.html", context)
+
+
+@require_GET
+def submission_status(request: HttpRequest, pk) -> JsonResponse:
+    submission = selectors.submission_get(pk=pk)
+    if submission is None:
+        raise Http404("No such submission.")
+    return JsonResponse(
+        {
+            "status": submission.status,
+            "step": submission.step,
+            "finished": submission.is_finished_processing,
+            "steps": _steps(submission),
+        }
+    )
+
+
+@require_POST
+def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
+    form = CandidateFilterForm(request.POST)
+    if form.is_valid():
+        try:
+            services.submission_recompute(submission_id=pk, filters=form.cleaned_data)
+        except ValidationError as exc:
+            messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+    return redirect("identification:submission_detail", pk=pk)

@@ -1,0 +1,113 @@
+"""A small, deterministic stand-in for mlcore's Pipeline, for testing the Django orchestration fast.
+
+Its embedding is the photo itself at 32×40 grey pixels (1280 values), so identical or similar
+pictures really are near each other in pgvector; end-to-end tests use the real pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+STEPS = ("finding_object", "removing_background", "turning_upright", "enhancing", "classifying", "embedding")
+
+
+@dataclass
+class FakePrediction:
+    value: str
+    confidence: float
+
+
+@dataclass
+class FakeResult:
+    cutout: Image.Image
+    upright: Image.Image
+    crop_box: tuple
+    detections: list
+    angle: float
+    angle_confidence: float
+    enhanced: bool
+    side: str
+    side_confidence: float
+    embedding: np.ndarray
+    timings: dict = field(default_factory=dict)
+    model_versions: dict = field(default_factory=dict)
+
+
+class FakeEmbedder:
+    name = "fake-pixels"
+    version = "1"
+
+
+class FakePipeline:
+    """Follows mlcore.pipeline.Pipeline's interface; records the steps it reports."""
+
+    embedder = FakeEmbedder()
+
+    def __init__(self, fail_with: Exception | None = None):
+        self.fail_with = fail_with
+        self.calls = 0
+
+    def process(self, source, *, known_side=None, assume_upright=False, on_step=None):
+        self.calls += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        image = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else source
+        image = image.convert("RGB")
+        for step in (
+            "finding_object",
+            "removing_background",
+            "turning_upright",
+            "enhancing",
+            "classifying",
+            "embedding",
+        ):
+            if on_step:
+                on_step(step)
+        vector = np.asarray(image.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
+        vector /= np.linalg.norm(vector) or 1.0
+        cutout = image.resize((96, 96)).convert("RGBA")
+        return FakeResult(
+            cutout=cutout,
+            upright=image.resize((96, 96)),
+            crop_box=(0, 0, image.width, image.height),
+            detections=[{"box": [0, 0, image.width, image.height], "score": 1.0}],
+            angle=0.0 if assume_upright else 30.0,
+            angle_confidence=0.9,
+            enhanced=False,
+            side=known_side or "obverse",
+            side_confidence=0.97,
+            embedding=vector,
+            timings={"embedding": 1.0},
+            model_versions={"embedder": "fake-pixels@1"},
+        )
+
+    def predict_metadata(self, neighbours):
+        votes: dict[str, dict[str, float]] = {}
+        for labels, score in neighbours:
+            for kind, value in labels.items():
+                votes.setdefault(kind, {}).setdefault(value, 0.0)
+                votes[kind][value] += max(score, 0.0)
+        out = {}
+        for kind, counts in votes.items():
+            value = max(counts, key=counts.get)
+            out[kind] = FakePrediction(value, counts[value] / (sum(counts.values()) or 1.0))
+        return out
+
+
+def pattern_png(seed: int, size: int = 120) -> bytes:
+    """A distinct, repeatable picture per seed (different shapes and positions)."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.integers(0, size - 30, 2)
+        w, h = rng.integers(10, 40, 2)
+        shade = int(rng.integers(0, 200))
+        draw.rectangle([int(x), int(y), int(x + w), int(y + h)], fill=(shade, shade, shade))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,270 @@
+"""identification.services: accepting, processing and searching, with a fake pipeline (fast)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+
+from collection.models import ImageEmbedding, Side, SpecimenImage
+from identification import services
+from identification.models import Candidate, Submission, SubmissionStatus
+from tests.factories import make_concept, make_item, make_specimen
+from tests.identification.fakes import FakePipeline, pattern_png
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    pipeline = FakePipeline()
+    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+    return pipeline
+
+
+def upload(data: bytes = None, name: str = "coin.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, pattern_png(1) if data is None else data, content_type="image/png")
+
+
+def catalogue_image(item, seed: int, side: str = Side.OBVERSE, pipeline=None) -> SpecimenImage:
+    specimen = make_specimen(item)
+    data = pattern_png(seed)
+    image = SpecimenImage(specimen=specimen, side=side, sha256=hashlib.sha256(data).hexdigest())
+    image.image.save(f"{specimen.record_id}.png", ContentFile(data), save=True)
+    assert services.catalogue_image_index(image_id=image.pk, pipeline=pipeline)
+    return image
+
+
+def create(**kwargs) -> Submission:
+    defaults = {"files": [upload()], "requester_name": "Ada", "requester_email": "ada@example.org"}
+    return services.submission_create(**{**defaults, **kwargs})
+
+
+class TestSubmissionCreate:
+    def test_it_stores_the_submission_and_its_raw_photos(self, settings):
+        submission = create(sides=["reverse"], notes="  found in a drawer ")
+        image = submission.images.get()
+        assert submission.status == SubmissionStatus.RECEIVED
+        assert image.declared_side == "reverse"
+        assert submission.notes == "found in a drawer"
+        assert services.private_uploads().exists(image.upload_path)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"files": []}, "images"),
+            ({"files": [upload(), upload(), upload()]}, "images"),
+            ({"files": [upload(b"")]}, "images"),
+            ({"sides": ["obverse", "reverse"]}, "sides"),
+            ({"sides": ["edge"]}, "sides"),
+            ({"requester_name": ""}, "requester_name"),
+            ({"requester_email": ""}, "requester_email"),
+        ],
+    )
+    def test_it_rejects_bad_input_naming_the_field(self, kwargs, field):
+        with pytest.raises(ValidationError) as excinfo:
+            create(**kwargs)
+        assert field in excinfo.value.message_dict
+        assert Submission.objects.count() == 0
+
+    def test_it_rejects_files_over_the_size_limit(self, settings):
+        settings.OBVERSE_MAX_UPLOAD_BYTES = 100
+        with pytest.raises(ValidationError) as excinfo:
+            create(files=[upload(b"x" * 101)])
+        assert "larger than" in excinfo.value.message_dict["images"][0]
+
+    def test_a_logged_in_user_needs_no_contact_details(self, volunteer):
+        submission = create(requester_name="", requester_email="", user=volunteer)
+        assert submission.submitted_by == volunteer
+
+    def test_anonymous_submissions_are_rate_limited_per_ip_and_email(self, settings):
+        settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR = 2
+        create(client_ip="10.0.0.1", requester_email="a@example.org")
+        create(client_ip="10.0.0.1", requester_email="b@example.org")
+        with pytest.raises(ValidationError):
+            create(client_ip="10.0.0.1", requester_email="c@example.org")
+        create(client_ip="10.0.0.2", requester_email="d@example.org")
+        create(client_ip="10.0.0.3", requester_email="d@example.org")
+        with pytest.raises(ValidationError):
+            create(client_ip="10.0.0.4", requester_email="D@example.org")
+
+    def test_processing_is_enqueued_only_after_commit(self, fake_pipeline, django_capture_on_commit_callbacks):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            submission = create()
+        assert len(callbacks) == 1
+        assert fake_pipeline.calls == 0
+        callbacks[0]()  # the queue runs tasks inline in tests (Q_CLUSTER sync)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW
+
+
+class TestSubmissionProcess:
+    def test_it_finds_the_matching_item_first_and_records_the_evidence(self, fake_pipeline):
+        silver = make_concept("material", "Silver")
+        items = [make_item(concepts=[silver] if i == 3 else []) for i in range(6)]
+        matched = {item.pk: catalogue_image(item, seed=100 + i, pipeline=fake_pipeline) for i, item in enumerate(items)}
+        submission = create(files=[upload(pattern_png(103))])
+        assert services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW
+        assert submission.step == "ready"
+        first = submission.candidates.order_by("rank").first()
+        assert first.item_id == items[3].pk
+        assert first.matched_image_id == matched[items[3].pk].pk
+        assert first.score == pytest.approx(1.0, abs=1e-3)
+        assert first.rotation == pytest.approx(-30.0)
+        image = submission.images.get()
+        assert image.side == "obverse" and image.metadata["material"]["value"] == "Silver"
+        assert image.original and image.cutout and image.upright
+
+    def test_several_specimens_of_one_item_do_not_crowd_out_other_items(self, fake_pipeline):
+        crowded = make_item()
+        for _ in range(10):
+            catalogue_image(crowded, seed=200, pipeline=fake_pipeline)  # ten near-identical specimens
+        others = [make_item() for _ in range(9)]
+        for i, item in enumerate(others):
+            catalogue_image(item, seed=300 + i, pipeline=fake_pipeline)
+        submission = create(files=[upload(pattern_png(200))])
+        services.submission_process(submission_id=submission.pk)
+        item_ids = list(submission.candidates.values_list("item_id", flat=True))
+        assert len(item_ids) == 8 == len(set(item_ids))
+        assert item_ids[0] == crowded.pk
+
+    def test_search_is_restricted_to_the_predicted_side(self, fake_pipeline):
+        obverse_item, reverse_item = make_item(), make_item()
+        catalogue_image(obverse_item, seed=400, side=Side.OBVERSE, pipeline=fake_pipeline)
+        catalogue_image(reverse_item, seed=400, side=Side.REVERSE, pipeline=fake_pipeline)
+        submission = create(files=[upload(pattern_png(400))], sides=["reverse"])
+        services.submission_process(submission_id=submission.pk)
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [reverse_item.pk]
+
+    def test_two_photos_combine_the_evidence_of_both_sides(self, fake_pipeline):
+        both, obverse_only = make_item(), make_item()
+        catalogue_image(both, seed=500, side=Side.OBVERSE, pipeline=fake_pipeline)
+        catalogue_image(both, seed=501, side=Side.REVERSE, pipeline=fake_pipeline)
+        catalogue_image(obverse_only, seed=500, side=Side.OBVERSE, pipeline=fake_pipeline)  # same obverse
+        catalogue_image(obverse_only, seed=999, side=Side.REVERSE, pipeline=fake_pipeline)
+        files = [upload(pattern_png(500)), upload(pattern_png(501))]
+        submission = create(files=files, sides=["obverse", "reverse"])
+        services.submission_process(submission_id=submission.pk)
+        first = submission.candidates.order_by("rank").first()
+        assert first.item_id == both.pk
+        assert set(first.side_scores) == {"obverse", "reverse"}
+
+    def test_bad_input_fails_the_submission_with_the_reason(self, monkeypatch):
+        from mlcore.imageio import ImageDecodeError
+
+        pipeline = FakePipeline(fail_with=ImageDecodeError("The file is not an image (or is damaged)."))
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        submission = create()
+        services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.FAILED
+        assert "not an image" in submission.error
+
+    def test_a_transient_error_is_retried_then_fails_after_the_last_attempt(self, monkeypatch, settings):
+        settings.OBVERSE_PROCESSING_MAX_ATTEMPTS = 2
+        pipeline = FakePipeline(fail_with=RuntimeError("worker lost its GPU"))
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        submission = create()
+        with pytest.raises(RuntimeError):
+            services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.RECEIVED and submission.attempts == 1
+        services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.FAILED
+        assert "RuntimeError" in submission.error
+
+    def test_a_processed_submission_is_not_processed_again(self, fake_pipeline):
+        catalogue_image(make_item(), seed=1, pipeline=fake_pipeline)
+        submission = create()
+        assert services.submission_process(submission_id=submission.pk)
+        calls = fake_pipeline.calls
+        assert not services.submission_process(submission_id=submission.pk)
+        assert fake_pipeline.calls == calls
+
+    def test_a_rerun_after_a_crash_replaces_candidates_without_duplicates(self, fake_pipeline):
+        for i in range(3):
+            catalogue_image(make_item(), seed=600 + i, pipeline=fake_pipeline)
+        submission = create()
+        services.submission_process(submission_id=submission.pk)
+        before = list(Candidate.objects.filter(submission=submission).values_list("item_id", "rank"))
+        services.submission_process(submission_id=submission.pk, force=True)
+        after = list(Candidate.objects.filter(submission=submission).values_list("item_id", "rank"))
+        assert before == after and len(after) == 3
+        assert submission.images.count() == 1
+
+    def test_a_stale_processing_claim_is_taken_over(self, fake_pipeline, settings):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        submission = create()
+        Submission.objects.filter(pk=submission.pk).update(
+            status=SubmissionStatus.PROCESSING, processing_started_at=timezone.now() - timedelta(hours=1)
+        )
+        assert services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW
+        assert submission.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_claiming_one_submission_exactly_one_wins():
+    submission = create()
+    results, barrier = [], threading.Barrier(2)
+
+    def claim():
+        barrier.wait()
+        results.append(services._claim(submission.pk))
+        connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, True]
+
+
+class TestRecompute:
+    def test_it_narrows_candidates_by_a_metadata_filter(self, fake_pipeline):
+        silver, gold = make_concept("material", "Silver"), make_concept("material", "Gold")
+        gold_item = make_item(concepts=[gold])
+        silver_item = make_item(concepts=[silver])
+        catalogue_image(gold_item, seed=700, pipeline=fake_pipeline)
+        catalogue_image(silver_item, seed=701, pipeline=fake_pipeline)
+        submission = create(files=[upload(pattern_png(700))])
+        services.submission_process(submission_id=submission.pk)
+        assert submission.candidates.order_by("rank").first().item_id == gold_item.pk
+        services.submission_recompute(submission_id=submission.pk, filters={"material": silver.slug, "bogus": "x"})
+        submission.refresh_from_db()
+        assert submission.filters == {"material": silver.slug}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [silver_item.pk]
+
+    def test_it_refuses_before_processing_has_finished(self):
+        submission = create()
+        with pytest.raises(ValidationError):
+            services.submission_recompute(submission_id=submission.pk, filters={})
+
+
+class TestCatalogueIndex:
+    def test_it_writes_one_embedding_per_model_version_and_is_idempotent(self, fake_pipeline):
+        image = catalogue_image(make_item(), seed=800, pipeline=fake_pipeline)
+        assert services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)
+        embedding = ImageEmbedding.objects.get(image=image)
+        assert (embedding.model_name, embedding.model_version, embedding.side) == ("fake-pixels", "1", "obverse")
+        assert embedding.item_id == image.specimen.item_id
+        image.refresh_from_db()
+        assert image.cutout
+
+    def test_pending_images_are_those_without_the_active_version(self, fake_pipeline):
+        image = catalogue_image(make_item(), seed=801, pipeline=fake_pipeline)
+        assert not services.catalogue_pending_images(model=("fake-pixels", "1")).filter(pk=image.pk).exists()
+        assert services.catalogue_pending_images(model=("fake-pixels", "2")).filter(pk=image.pk).exists()

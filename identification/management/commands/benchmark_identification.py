@@ -1,0 +1,258 @@
+"""The identification benchmark: the real path (mlcore + PostgreSQL + pgvector) on a labelled set.
+
+It builds a throw-away catalogue (its own temporary database, media and models folders; the user's
+data is never touched) from folders in the ``ans-roman`` layout, trains what the platform learns
+with every query specimen left out (as ``train_models`` does), indexes the catalogue, then submits
+query photos through the same services a visitor's upload goes through, leaving each query's own
+specimen out of the index while it is answered. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.test.utils import override_settings
+from PIL import Image
+
+from collection.models import ImageEmbedding, Specimen, SpecimenImage
+from identification import services
+from identification.catalogue import catalogue_records
+from identification.pipeline import get_pipeline, reset_pipeline
+
+
+def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+class Command(BaseCommand):
+    help = "Measure identification (recall@1/@8, side, metadata, latency) on a labelled set, end to end."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--catalogue", action="append", required=True, help="Folder in the ans-roman layout.")
+        parser.add_argument("--queries", help="CSV with image,record_id[,side] (paths relative to the CSV).")
+        parser.add_argument("--limit", type=int, help="At most this many query coins (quick runs).")
+        parser.add_argument("--catalogue-limit", type=int, help="Import at most this many catalogue coins.")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--out", help="Also write the JSON here.")
+        parser.add_argument("--no-train", action="store_true", help="Use the models as they are (no training).")
+
+    def handle(self, *args, **options):
+        folders = [Path(folder) for folder in options["catalogue"]]
+        for folder in folders:
+            if not (folder / "labels.csv").exists():
+                raise CommandError(f"{folder} has no labels.csv (expected the ans-roman layout).")
+        work = Path(tempfile.mkdtemp(prefix="obverse-benchmark-"))
+        models_dir = work / "models"
+        _copy_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
+        db_settings = settings.DATABASES["default"]
+        db_settings["TEST"] = {"NAME": f"obverse_benchmark_{os.getpid()}"}
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        try:
+            with override_settings(
+                MEDIA_ROOT=str(work / "media"),
+                OBVERSE_PRIVATE_UPLOADS=str(work / "uploads"),
+                OBVERSE_MODELS_DIR=models_dir,
+                OBVERSE_INDEX_ON_IMPORT=False,
+                OBVERSE_ANON_SUBMISSIONS_PER_HOUR=10**9,
+            ):
+                reset_pipeline()
+                result = self._run(folders, models_dir, options)
+        finally:
+            reset_pipeline()
+            connection.creation.destroy_test_db(old_name, verbosity=0)
+            shutil.rmtree(work, ignore_errors=True)
+        text = json.dumps(result, indent=2)
+        self.stdout.write(text)
+        if options.get("out"):
+            Path(options["out"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(options["out"]).write_text(text)
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _run(self, folders: list[Path], models_dir: Path, options) -> dict:
+        from collection.importers.tabular import import_csv_file
+
+        from mlcore.dataset import load_ans_layout
+
+        rng = np.random.default_rng(options["seed"])
+        started = time.monotonic()
+        for folder in folders:
+            csv_path = folder / "labels.csv"
+            if options.get("catalogue_limit"):
+                csv_path = _head_csv(csv_path, options["catalogue_limit"], models_dir.parent / f"{folder.name}.csv")
+            import_csv_file(csv_path, images_dir=folder)
+        import_s = time.monotonic() - started
+        labelled = [record for folder in folders for record in load_ans_layout(folder)]
+        by_record = {record.record_id: record for record in labelled}
+        queries = self._queries(options, labelled, rng)
+        query_records = {q["record_id"] for q in queries}
+
+        train_s = None
+        if not options["no_train"]:
+            from mlcore.train import train_all
+
+            started = time.monotonic()
+            train_all(catalogue_records(exclude_record_ids=query_records), models_dir=models_dir, seed=options["seed"])
+            train_s = round(time.monotonic() - started, 1)
+            reset_pipeline()
+        pipeline = get_pipeline()
+
+        started = time.monotonic()
+        image_ids = list(SpecimenImage.objects.exclude(image="").values_list("pk", flat=True))
+        indexed = sum(services.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
+        index_build_s = round(time.monotonic() - started, 1)
+
+        singles, pairs, latencies, sides, meta = [], [], [], [], defaultdict(list)
+        for query in queries:
+            record = by_record.get(query["record_id"])
+            type_id = record.type_id if record else query.get("type_id", "")
+            outcome = self._answer(query, record)
+            latencies.extend([outcome["latency_ms"] / len(query["photos"])] * len(query["photos"]))
+            target = pairs if len(query["photos"]) == 2 else singles
+            target.append((outcome["ranked_uris"], type_id))
+            for predicted, truth in outcome["sides"]:
+                if truth:
+                    sides.append(predicted == truth)
+            for field, value in outcome["metadata"].items():
+                if record and record.labels.get(field):
+                    meta[field].append(value == record.labels[field])
+
+        def recall(rows, k):
+            return round(sum(type_id in ranked[:k] for ranked, type_id in rows) / len(rows), 4) if rows else None
+
+        versions = _versions(pipeline)
+        return {
+            "queries": len(singles),
+            "pair_queries": len(pairs),
+            "recall_at_1": recall(singles, 1),
+            "recall_at_8": recall(singles, 8),
+            "recall_at_8_pair": recall(pairs, 8),
+            "side_accuracy": round(float(np.mean(sides)), 4) if sides else None,
+            "metadata_accuracy": {field: round(float(np.mean(v)), 4) for field, v in sorted(meta.items())},
+            "latency_ms_p50": _percentile(latencies, 50),
+            "latency_ms_p95": _percentile(latencies, 95),
+            "index_build_s": index_build_s,
+            "train_s": train_s,
+            "import_s": round(import_s, 1),
+            "catalogue_images": indexed,
+            "seed": options["seed"],
+            "limit": options.get("limit"),
+            "model_versions": versions,
+        }
+
+    def _queries(self, options, labelled, rng) -> list[dict]:
+        """Query photos: from --queries, or self-made phone-like photos of coins whose type has 2+ specimens."""
+        if options.get("queries"):
+            csv_path = Path(options["queries"])
+            with csv_path.open(encoding="utf-8", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            queries = [
+                {
+                    "record_id": row["record_id"],
+                    "photos": [(Image.open(csv_path.parent / row["image"]), row.get("side") or None)],
+                }
+                for row in rows
+            ]
+            return queries[: options["limit"]] if options.get("limit") else queries
+        from mlcore.degrade import degrade_like_phone
+
+        by_type = defaultdict(list)
+        for record in labelled:
+            if record.type_id and len(record.images) == 2:
+                by_type[record.type_id].append(record)
+        candidates = [r for records in by_type.values() if len(records) >= 2 for r in records]
+        order = rng.permutation(len(candidates))
+        chosen = [candidates[i] for i in order[: options["limit"] or len(candidates)]]
+        queries = []
+        for record in chosen:
+            photos = {side: degrade_like_phone(Image.open(path), rng) for side, path in sorted(record.images.items())}
+            for side, photo in photos.items():
+                queries.append({"record_id": record.record_id, "photos": [(photo, side)]})
+            queries.append({"record_id": record.record_id, "photos": [(p, s) for s, p in photos.items()]})
+        return queries
+
+    def _answer(self, query: dict, record) -> dict:
+        """Submit the query through the services with its own specimen hidden from the index."""
+        specimen_ids = list(Specimen.objects.filter(record_id=query["record_id"]).values_list("pk", flat=True))
+        hidden = list(ImageEmbedding.objects.filter(image__specimen_id__in=specimen_ids).values_list("pk", "item_id"))
+        ImageEmbedding.objects.filter(pk__in=[pk for pk, _ in hidden]).update(item=None)
+        try:
+            files = [_jpeg_upload(photo, f"query-{i}.jpg") for i, (photo, _) in enumerate(query["photos"])]
+            started = time.monotonic()
+            submission = services.submission_create(
+                files=files, requester_name="benchmark", requester_email="benchmark@example.org"
+            )
+            services.submission_process(submission_id=submission.pk)
+            latency_ms = (time.monotonic() - started) * 1000
+        finally:
+            for pk, item_id in hidden:
+                ImageEmbedding.objects.filter(pk=pk).update(item_id=item_id)
+        submission.refresh_from_db()
+        ranked = [c.item.uri for c in submission.candidates.select_related("item").order_by("rank")]
+        images = list(submission.images.order_by("position"))
+        metadata = {}
+        if len(images) == 1:
+            metadata = {field: p.get("value") for field, p in images[0].metadata.items()}
+        return {
+            "ranked_uris": ranked,
+            "latency_ms": latency_ms,
+            "sides": [(image.side, truth) for image, (_, truth) in zip(images, query["photos"], strict=False)],
+            "metadata": metadata,
+            "status": submission.status,
+        }
+
+
+def _versions(pipeline) -> dict:
+    name, version = services.embedding_version(pipeline)
+    versions = {"embedding": f"{name}@{version}"}
+    describe = getattr(pipeline, "model_versions", None)
+    if callable(describe):
+        versions.update(describe())
+    return versions
+
+
+def _copy_pretrained(source: Path, target: Path) -> None:
+    """A private models folder for the benchmark: the pretrained files (linked), no trained versions."""
+    target.mkdir(parents=True)
+    manifest = source / "manifest.json"
+    if not manifest.exists():
+        raise CommandError(f"No models in {source}; run python -m mlcore.setup_models (or make models).")
+    entries = json.loads(manifest.read_text())["models"]
+    kept = []
+    for entry in entries:
+        path = source / entry["filename"]
+        if path.is_file() and "package" in entry:
+            os.symlink(path.resolve(), target / entry["filename"])
+            kept.append(entry)
+    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
+
+
+def _head_csv(path: Path, limit: int, target: Path) -> Path:
+    """The header and first ``limit`` rows of a CSV (parsed, so quoted newlines survive)."""
+    with path.open(encoding="utf-8", newline="") as source, target.open("w", encoding="utf-8", newline="") as out:
+        reader = csv.reader(source)
+        writer = csv.writer(out)
+        for i, row in enumerate(reader):
+            if i > limit:
+                break
+            writer.writerow(row)
+    return target

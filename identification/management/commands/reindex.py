@@ -1,0 +1,42 @@
+"""Embed every catalogue image with the active embedding model (resumable; search stays up)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+from tqdm import tqdm
+
+from identification import services
+from identification.pipeline import get_pipeline
+
+
+class Command(BaseCommand):
+    help = (
+        "Cut out and embed catalogue images that have no embedding for the active model version. "
+        "Resumable: rerun after an interruption and it continues where it stopped. Search keeps "
+        "answering from the existing embeddings of that version meanwhile."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", help="Embedding model name to check against the pipeline's (informative).")
+        parser.add_argument("--limit", type=int, help="Stop after this many images.")
+        parser.add_argument(
+            "--prune", action="store_true", help="Afterwards delete embeddings of other model versions."
+        )
+
+    def handle(self, *args, model=None, limit=None, prune=False, **options):
+        pipeline = get_pipeline()
+        active = services.embedding_version(pipeline)
+        if model and model != active[0]:
+            self.stderr.write(f"The pipeline's embedding model is {active[0]!r}, not {model!r}; using {active[0]!r}.")
+        pending = services.catalogue_pending_images(model=active)
+        ids = list(pending.values_list("pk", flat=True)[:limit] if limit else pending.values_list("pk", flat=True))
+        self.stdout.write(f"{len(ids)} catalogue images to embed with {active[0]}@{active[1]}")
+        done = failed = 0
+        for image_id in tqdm(ids, unit="image", disable=not ids):
+            if services.catalogue_image_index(image_id=image_id, pipeline=pipeline):
+                done += 1
+            else:
+                failed += 1
+        self.stdout.write(f"embedded {done}, failed {failed}")
+        if prune and not services.catalogue_pending_images(model=active).exists():
+            self.stdout.write(f"pruned {services.catalogue_prune_embeddings(keep=active)} old embeddings")

@@ -15,8 +15,10 @@ from config.settings import DATABASES, Q_CLUSTER  # noqa: E402
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 # Per-test folders are set by an autouse fixture in tests/conftest.py; these are only fallbacks.
-MEDIA_ROOT = os.path.join(tempfile.gettempdir(), "obverse-test-media")
-OBVERSE_PRIVATE_UPLOADS = os.path.join(tempfile.gettempdir(), "obverse-test-uploads")
+MEDIA_ROOT = os.environ.get("OBVERSE_MEDIA_ROOT") or os.path.join(tempfile.gettempdir(), "obverse-test-media")
+OBVERSE_PRIVATE_UPLOADS = os.environ.get("OBVERSE_PRIVATE_UPLOADS") or os.path.join(
+    tempfile.gettempdir(), "obverse-test-uploads"
+)
 OBVERSE_INDEX_ON_IMPORT = False  # import tests need no ML; indexing has its own tests
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 STORAGES = {

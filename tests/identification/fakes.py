@@ -47,8 +47,9 @@ class FakePipeline:
 
     embedder = FakeEmbedder()
 
-    def __init__(self, fail_with: Exception | None = None):
+    def __init__(self, fail_with: Exception | None = None, block_at: str | None = None):
         self.fail_with = fail_with
+        self.block_at = block_at  # hang at this step, as a worker stuck or about to be killed would
         self.calls = 0
 
     def process(self, source, *, known_side=None, assume_upright=False, on_step=None):

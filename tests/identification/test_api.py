@@ -1,0 +1,123 @@
+"""API v1 submissions: the contract partner institutions rely on."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from identification import services
+from identification.models import Submission
+from tests.factories import make_concept, make_item
+from tests.identification.fakes import FakePipeline, pattern_png
+from tests.identification.test_services import catalogue_image
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    pipeline = FakePipeline()
+    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+    return pipeline
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+def photo(seed: int = 1, name: str = "coin.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, pattern_png(seed), content_type="image/png")
+
+
+def post(client, **data):
+    payload = {"requester_name": "Ada", "requester_email": "ada@example.org", "images": [photo()], **data}
+    return client.post("/api/v1/submissions/", payload, format="multipart")
+
+
+class TestCreate:
+    def test_it_returns_201_with_id_status_and_url(self, client):
+        response = post(client)
+        assert response.status_code == 201
+        body = response.json()
+        assert set(body) == {"id", "status", "url"}
+        assert uuid.UUID(body["id"]) and body["status"] == "received"
+        assert body["url"].endswith(f"/api/v1/submissions/{body['id']}/")
+
+    def test_two_images_with_sides(self, client):
+        response = post(client, images=[photo(1), photo(2)], sides=["obverse", "reverse"])
+        assert response.status_code == 201
+        submission = Submission.objects.get(pk=response.json()["id"])
+        assert list(submission.images.values_list("declared_side", flat=True)) == ["obverse", "reverse"]
+
+    @pytest.mark.parametrize(
+        ("data", "field"),
+        [
+            ({"images": []}, "images"),
+            ({"images": [photo(1), photo(2), photo(3)]}, "images"),
+            ({"sides": ["sideways"]}, "sides"),
+            ({"requester_email": "not-an-email"}, "requester_email"),
+            ({"requester_email": ""}, "requester_email"),
+            ({"requester_name": ""}, "requester_name"),
+        ],
+    )
+    def test_bad_input_returns_400_naming_the_field(self, client, data, field):
+        response = post(client, **data)
+        assert response.status_code == 400
+        assert field in response.json()["errors"]
+        assert Submission.objects.count() == 0
+
+    def test_an_empty_file_is_refused(self, client):
+        response = post(client, images=[SimpleUploadedFile("empty.jpg", b"", content_type="image/jpeg")])
+        assert response.status_code == 400
+        assert "empty" in str(response.json()["errors"]["images"])
+
+    def test_a_partner_with_a_token_needs_no_contact_details(self, client, volunteer):
+        token = Token.objects.create(user=volunteer)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        response = client.post("/api/v1/submissions/", {"images": [photo()]}, format="multipart")
+        assert response.status_code == 201
+        assert Submission.objects.get().submitted_by == volunteer
+
+    def test_anonymous_use_is_rate_limited(self, client, settings):
+        settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR = 1
+        assert post(client).status_code == 201
+        response = post(client, requester_email="other@example.org")
+        assert response.status_code == 400
+        assert "Too many" in str(response.json()["errors"])
+
+
+class TestDetail:
+    def test_it_returns_the_documented_shape(self, client, fake_pipeline, django_capture_on_commit_callbacks):
+        gold = make_concept("material", "Gold")
+        item = make_item(concepts=[gold], reference="RIC IX 8B", uri="http://numismatics.org/ocre/id/ric.9.med.8B")
+        catalogue_image(item, seed=9, pipeline=fake_pipeline)
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client, images=[photo(9)]).json()
+        response = client.get(f"/api/v1/submissions/{created['id']}/")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["id"] == created["id"] and body["status"] == "awaiting_review" and body["error"] == ""
+        image = body["images"][0]
+        assert image["side"] == "obverse" and 0 <= image["side_confidence"] <= 1
+        assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0)}
+        candidate = body["candidates"][0]
+        assert candidate["rank"] == 1 and candidate["score"] == pytest.approx(1.0, abs=1e-3)
+        assert candidate["item"] == {
+            "id": item.pk,
+            "reference": "RIC IX 8B",
+            "uri": "http://numismatics.org/ocre/id/ric.9.med.8B",
+            "title": item.title,
+        }
+
+    def test_requester_contact_details_are_not_exposed(self, client):
+        created = post(client).json()
+        text = client.get(f"/api/v1/submissions/{created['id']}/").content.decode()
+        assert "ada@example.org" not in text and "Ada" not in text
+
+    def test_an_unknown_id_is_404(self, client):
+        assert client.get(f"/api/v1/submissions/{uuid.uuid4()}/").status_code == 404

@@ -1,0 +1,112 @@
+"""identification.tasks, and the crash rerun: a worker process killed mid-submission."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.utils import timezone
+
+from identification import services, tasks
+from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
+from tests.factories import make_item
+from tests.identification.fakes import FakePipeline, pattern_png
+from tests.identification.test_services import catalogue_image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKER = """
+import os, sys
+os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
+import django
+django.setup()
+from identification import services, tasks
+from tests.identification.fakes import FakePipeline
+pipeline = FakePipeline(block_at=os.environ["BLOCK_AT"])
+services.get_pipeline = lambda: pipeline
+tasks.process_submission(sys.argv[1])
+"""
+
+
+def _database_url() -> str:
+    params = connection.settings_dict
+    host = quote(params["HOST"] or "localhost", safe="")
+    port = f":{params['PORT']}" if params["PORT"] else ""
+    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
+    return f"postgresql://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    pipeline = FakePipeline()
+    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+    return pipeline
+
+
+def _submit() -> Submission:
+    upload = SimpleUploadedFile("coin.png", pattern_png(42), content_type="image/png")
+    return services.submission_create(files=[upload], requester_name="Ada", requester_email="ada@example.org")
+
+
+@pytest.mark.django_db
+def test_process_submission_task_runs_the_service(fake_pipeline):
+    catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
+    submission = _submit()
+    assert tasks.process_submission(str(submission.pk)) is True
+    assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.AWAITING_REVIEW
+    assert tasks.process_submission(str(submission.pk)) is False  # already done: nothing happens
+
+
+@pytest.mark.django_db
+def test_index_catalogue_images_task_counts_indexed_images(fake_pipeline):
+    image = catalogue_image(make_item(), seed=43, pipeline=fake_pipeline)
+    assert tasks.index_catalogue_images([image.pk, 999999]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fake_pipeline):
+    catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
+    catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
+    submission = _submit()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
+        "BLOCK_AT": "classifying",
+    }
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(submission.pk)], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while Submission.objects.get(pk=submission.pk).step != "classifying":
+            assert worker.poll() is None, "the worker exited before reaching the step"
+            assert time.monotonic() < deadline, "the worker never reached the step"
+            time.sleep(0.1)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    stuck = Submission.objects.get(pk=submission.pk)
+    assert stuck.status == SubmissionStatus.PROCESSING and stuck.attempts == 1
+
+    # Too early, the claim is still considered alive: a duplicate delivery does nothing.
+    assert tasks.process_submission(str(submission.pk)) is False
+    # Once the claim is older than the processing timeout, the queue's retry completes it.
+    Submission.objects.filter(pk=submission.pk).update(processing_started_at=timezone.now() - timedelta(hours=1))
+    assert tasks.process_submission(str(submission.pk)) is True
+    done = Submission.objects.get(pk=submission.pk)
+    assert done.status == SubmissionStatus.AWAITING_REVIEW and done.attempts == 2
+    assert SubmissionImage.objects.filter(submission=done).count() == 1
+    assert Candidate.objects.filter(submission=done).count() == 2
+    assert tasks.process_submission(str(submission.pk)) is False
+    assert Candidate.objects.filter(submission=done).count() == 2

@@ -1,0 +1,125 @@
+"""The "Identify a specimen" pages: form, example photos, progress, evidence and narrowing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from identification import services
+from identification.models import Submission, SubmissionStatus
+from tests.factories import make_concept, make_item
+from tests.identification.fakes import FakePipeline, pattern_png
+from tests.identification.test_services import catalogue_image
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    pipeline = FakePipeline()
+    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+    return pipeline
+
+
+def photo(seed: int = 1) -> SimpleUploadedFile:
+    return SimpleUploadedFile("coin.png", pattern_png(seed), content_type="image/png")
+
+
+class TestIdentifyForm:
+    def test_it_shows_the_form_with_camera_capture(self, client):
+        response = client.get("/identify/")
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert 'capture="environment"' in html and 'accept="image/*"' in html
+        assert 'name="requester_email"' in html
+
+    def test_a_visitor_submits_and_is_sent_to_the_status_page(self, client):
+        data = {"photo_1": photo(), "side_1": "unknown", "requester_name": "Ada", "requester_email": "a@example.org"}
+        response = client.post("/identify/", data)
+        submission = Submission.objects.get()
+        assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
+
+    def test_missing_contact_details_are_shown_on_the_form(self, client):
+        response = client.post("/identify/", {"photo_1": photo()})
+        assert response.status_code == 400
+        assert "email address is required" in response.content.decode()
+        assert Submission.objects.count() == 0
+
+    def test_a_logged_in_user_submits_without_contact_details(self, client, volunteer):
+        client.force_login(volunteer)
+        response = client.post("/identify/", {"photo_1": photo(), "photo_2": photo(2), "side_2": "reverse"})
+        assert response.status_code == 302
+        assert Submission.objects.get().images.count() == 2
+
+
+class TestExamples:
+    @pytest.fixture
+    def example(self, settings, tmp_path):
+        settings.OBVERSE_DEMO_DIR = tmp_path
+        folder = tmp_path / "examples"
+        folder.mkdir()
+        Image.new("RGB", (64, 64), "peru").save(folder / "demo-1-obverse.jpg")
+        (folder / "examples.json").write_text(
+            json.dumps([{"file": "demo-1-obverse.jpg", "record_id": "DEMO-1", "side": "obverse"}])
+        )
+        return "demo-1-obverse"
+
+    def test_the_library_is_listed_and_an_example_can_be_submitted(self, client, example):
+        html = client.get("/identify/").content.decode()
+        assert "Obverse of DEMO-1" in html
+        assert client.get(f"/identify/examples/{example}/image").status_code == 200
+        response = client.post(f"/identify/examples/{example}/")
+        submission = Submission.objects.get()
+        assert response.status_code == 302 and submission.notes.startswith("Example photo")
+
+    def test_an_unknown_example_is_404(self, client, example):
+        assert client.post("/identify/examples/nope/").status_code == 404
+
+
+class TestSubmissionPages:
+    def test_progress_is_shown_while_processing_and_as_json(self, client):
+        submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        Submission.objects.filter(pk=submission.pk).update(status=SubmissionStatus.PROCESSING, step="turning_upright")
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert 'class="step current">Turning upright' in html
+        assert 'class="step done">Removing background' in html
+        status = client.get(f"/identify/{submission.pk}/status.json").json()
+        assert status["finished"] is False and status["step"] == "turning_upright"
+
+    def test_the_evidence_page_shows_photos_predictions_and_candidates(self, client, fake_pipeline):
+        gold = make_concept("material", "Gold")
+        item = make_item(concepts=[gold], reference="RIC IX 8B")
+        catalogue_image(item, seed=5, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(5)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "Your photo" in html and "Cut-out" in html
+        assert "RIC IX 8B" in html and item.get_absolute_url() in html
+        assert "rotate(-30.0deg)" in html  # the catalogue image turned to the query's orientation
+        assert "None of these look right?" in html
+        assert "a@example.org" not in html
+
+    def test_a_failed_submission_shows_the_reason(self, client):
+        submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        services.submission_fail(submission_id=submission.pk, reason="No coin found in the photo.")
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "No coin found in the photo." in html
+
+    def test_candidates_can_be_narrowed_and_recomputed(self, client, fake_pipeline):
+        gold, silver = make_concept("material", "Gold"), make_concept("material", "Silver")
+        gold_item, silver_item = make_item(concepts=[gold]), make_item(concepts=[silver])
+        catalogue_image(gold_item, seed=6, pipeline=fake_pipeline)
+        catalogue_image(silver_item, seed=7, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(6)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert f'value="{silver.slug}"' in html
+        response = client.post(f"/identify/{submission.pk}/recompute/", {"material": silver.slug})
+        assert response.status_code == 302
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [silver_item.pk]
+
+    def test_an_unknown_submission_is_404(self, client):
+        assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404

@@ -151,3 +151,7 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.rank}: {self.item_id}"
+
+
+# Review, consensus and approval live in their own module; importing them here registers them.
+from identification.review_models import *  # noqa: E402,F401,F403

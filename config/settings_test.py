@@ -20,6 +20,7 @@ OBVERSE_PRIVATE_UPLOADS = os.environ.get("OBVERSE_PRIVATE_UPLOADS") or os.path.j
     tempfile.gettempdir(), "obverse-test-uploads"
 )
 OBVERSE_INDEX_ON_IMPORT = False  # import tests need no ML; indexing has its own tests
+STATIC_ROOT = None  # pages are served from the app folders in tests; nothing is collected
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

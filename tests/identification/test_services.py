@@ -216,7 +216,8 @@ class TestSubmissionProcess:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_claiming_one_submission_exactly_one_wins():
+def test_two_workers_claiming_one_submission_exactly_one_wins(monkeypatch):
+    monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: None)  # claim by hand below
     submission = create()
     results, barrier = [], threading.Barrier(2)
 

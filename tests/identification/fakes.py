@@ -7,6 +7,7 @@ pictures really are near each other in pgvector; end-to-end tests use the real p
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,16 +59,11 @@ class FakePipeline:
             raise self.fail_with
         image = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else source
         image = image.convert("RGB")
-        for step in (
-            "finding_object",
-            "removing_background",
-            "turning_upright",
-            "enhancing",
-            "classifying",
-            "embedding",
-        ):
+        for step in STEPS:
             if on_step:
                 on_step(step)
+            if step == self.block_at:
+                time.sleep(3600)
         vector = np.asarray(image.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
         vector /= np.linalg.norm(vector) or 1.0
         cutout = image.resize((96, 96)).convert("RGBA")

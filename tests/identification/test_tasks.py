@@ -75,11 +75,12 @@ def test_index_catalogue_images_task_counts_indexed_images(fake_pipeline):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fake_pipeline, monkeypatch):
+def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fake_pipeline, monkeypatch, tmp_path):
     monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: None)  # the worker below takes it
     catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
     catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
     submission = _submit()
+    assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RECEIVED
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -87,11 +88,16 @@ def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fak
         "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
         "BLOCK_AT": "classifying",
     }
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(submission.pk)], cwd=ROOT, env=env)
+    log = (tmp_path / "worker.log").open("w+")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(submission.pk)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while Submission.objects.get(pk=submission.pk).step != "classifying":
-            assert worker.poll() is None, "the worker exited before reaching the step"
+            assert worker.poll() is None, (
+                f"worker exited early: {Submission.objects.get(pk=submission.pk).status} {log.seek(0) or log.read()}"
+            )
             assert time.monotonic() < deadline, "the worker never reached the step"
             time.sleep(0.1)
     finally:

@@ -1,8 +1,17 @@
+"""Public pages of the digital collection (mounted at "/")."""
+
+from __future__ import annotations
+
 from django.urls import path
-from django.views.generic import TemplateView
+
+from collection import views
 
 app_name = "collection"
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="base.html"), name="home"),
+    path("", views.home, name="home"),
+    path("items/", views.item_list, name="item_list"),
+    path("items/<int:pk>/", views.item_detail, name="item_detail"),
+    path("specimens/<int:pk>/", views.specimen_detail, name="specimen_detail"),
+    path("concepts/<slug:kind>/<slug:slug>/", views.concept_detail, name="concept_detail"),
 ]

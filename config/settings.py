@@ -149,6 +149,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read the digital collection and identify specimens from photographs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Items and submissions both have a `status` enum; name them apart in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ItemStatusEnum": "collection.models.ItemStatus",
+        "SubmissionStatusEnum": "identification.models.SubmissionStatus",
+    },
 }
 
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in

@@ -1,0 +1,77 @@
+"""/healthz: database, vector extension and models folder decide 200 or 503; the worker is only reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.db import OperationalError, connection
+from django.urls import reverse
+
+from config import health
+
+
+def _models_folder(path: Path, *, corrupt: bool = False) -> Path:
+    """A models folder whose manifest matches its files (or not, when ``corrupt``)."""
+    path.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, filename, payload in (("u2netp", "u2netp.onnx", b"onnx" * 10), ("backbone", "b.pt", b"pt" * 7)):
+        (path / filename).write_bytes(payload)
+        size = len(payload) + (1 if corrupt and name == "backbone" else 0)
+        entries.append({"name": name, "filename": filename, "size": size, "sha256": "x"})
+    (path / "manifest.json").write_text(json.dumps({"models": entries}))
+    return path
+
+
+@pytest.mark.django_db
+class TestHealthz:
+    url = reverse("healthz")
+
+    def test_it_is_ok_when_database_vector_and_models_are_ready(self, client, settings, tmp_path):
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
+        response = client.get(self.url)
+        body = response.json()
+        assert response.status_code == 200, body
+        assert body["status"] == "ok"
+        assert body["checks"]["database"] == "ok"
+        assert body["checks"]["vector_extension"].startswith("ok (0.")
+        assert body["checks"]["models"] == {"u2netp": "ok", "backbone": "ok"}
+        assert "worker" in body["checks"]  # reported, whatever its state
+
+    def test_it_fails_with_503_when_the_models_folder_is_not_prepared(self, client, settings, tmp_path):
+        settings.OBVERSE_MODELS_DIR = tmp_path / "empty"
+        response = client.get(self.url)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "error"
+        assert "setup_models" in body["checks"]["models"]["manifest"]
+        assert body["checks"]["database"] == "ok"
+
+    def test_it_fails_when_a_model_file_is_corrupt(self, client, settings, tmp_path):
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models", corrupt=True)
+        response = client.get(self.url)
+        assert response.status_code == 503
+        assert response.json()["checks"]["models"]["backbone"].startswith("corrupt")
+
+    def test_it_fails_when_the_database_is_unreachable(self, client, settings, tmp_path, monkeypatch):
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
+
+        def unreachable():
+            raise OperationalError("connection refused")
+
+        monkeypatch.setattr(health, "connection", type("Down", (), {"cursor": staticmethod(unreachable)})())
+        response = client.get(self.url)
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"] == "error: OperationalError"
+        assert connection.cursor()  # the real connection is untouched
+
+    def test_a_stopped_worker_does_not_fail_the_check(self, client, settings, tmp_path, monkeypatch):
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
+        monkeypatch.setattr(health, "_worker", lambda: "not running")
+        response = client.get(self.url)
+        assert response.status_code == 200
+        assert response.json()["checks"]["worker"] == "not running"
+
+    def test_it_only_answers_get(self, client):
+        assert client.post(self.url).status_code == 405

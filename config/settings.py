@@ -129,6 +129,15 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 
+# Email: printed to the console unless a real backend is configured.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Obverse <noreply@localhost>")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -182,6 +191,9 @@ OBVERSE_PROCESSING_MAX_ATTEMPTS = env_int("OBVERSE_PROCESSING_MAX_ATTEMPTS", 3)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
+OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
+OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
+OBVERSE_SITE_URL = env_str("OBVERSE_SITE_URL", "http://127.0.0.1:8000")  # links in emails
 OBVERSE_SHARED_DATA_DIR = Path(env_str("OBVERSE_SHARED_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 
 LOGGING = {

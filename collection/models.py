@@ -122,7 +122,7 @@ class Item(models.Model):
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.PROTECT, related_name="items")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Denormalised search columns, rebuilt by collection.services.item_refresh_search (never by signals).
+    # Denormalised search columns, rebuilt by collection.search.item_refresh_search (never by signals).
     search_vector = SearchVectorField(null=True, editable=False)
     search_text = models.TextField(blank=True, editable=False)
 

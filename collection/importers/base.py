@@ -229,13 +229,21 @@ def parse_decimal(value: str | None, *, name: str, places: int, maximum: Decimal
     return number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
+_ERA = re.compile(r"^(?:(AD|CE)\s*)?(-?\d+)\s*(BCE|BC|CE|AD)?$", re.IGNORECASE)
+
+
 def parse_year(value: str | None, *, name: str) -> int | None:
-    """A year as an integer ('-0038' is 38 BC); '' is None."""
+    """A year as an integer: '-0038', '38 BC' and '38 BCE' are -38; 'AD 14', '14 CE' and '14' are 14; '' is None."""
     text = clean_text(value)
     if not text:
         return None
+    match = _ERA.match(text)
     try:
-        year = int(text)
+        if match is None:
+            raise ValueError(text)
+        year = int(match.group(2))
+        if (match.group(3) or "").upper() in {"BC", "BCE"}:
+            year = -abs(year)
     except ValueError:
         raise RecordError(f"bad number in {name}: {text!r} is not a year (use -44 for 44 BC)") from None
     if not -5000 <= year <= 3000:
@@ -306,3 +314,22 @@ class ImageIndex:
 
     def find(self, record_id: str, side: str) -> Path | None:
         return self._files.get((record_id, side))
+
+
+def index_imported_images(result: ImportResult, *, stdout=None) -> int:
+    """Queue search indexing (cut-out + embedding) of the images an import added or replaced.
+
+    Runs in the background worker; ``OBVERSE_INDEX_ON_IMPORT=0`` turns it off (then run
+    ``manage.py reindex`` later). Returns how many images were queued.
+    """
+    from django.conf import settings
+
+    from identification.services import catalogue_index_enqueue
+
+    ids = list(result.image_ids)
+    if not ids or not settings.OBVERSE_INDEX_ON_IMPORT:
+        return 0
+    catalogue_index_enqueue(image_ids=ids)
+    if stdout is not None:
+        stdout.write(f"{len(ids)} images queued for search indexing (the worker embeds them).")
+    return len(ids)

@@ -225,3 +225,45 @@ class TestImportCsvFile:
         with pytest.raises(CommandError):
             call_command("import_csv", str(path), "--no-progress")
         assert "colour" in capsys.readouterr().out
+
+
+class TestParseYear:
+    @pytest.mark.parametrize(
+        ("text", "year"),
+        [("8 BCE", -8), ("44 BC", -44), ("-0038", -38), ("AD 14", 14), ("14 CE", 14), ("337", 337), ("", None)],
+    )
+    def test_it_reads_the_ways_catalogues_write_years(self, text, year):
+        from collection.importers.base import parse_year
+
+        assert parse_year(text, name="date_from") == year
+
+    def test_it_rejects_words(self):
+        from collection.importers.base import RecordError, parse_year
+
+        with pytest.raises(RecordError):
+            parse_year("Augustan", name="date_from")
+
+
+@pytest.mark.django_db
+class TestIndexImportedImages:
+    def test_imported_images_are_queued_for_indexing_after_commit(self, settings, monkeypatch):
+        from django_q import tasks as q_tasks
+
+        from collection.importers.base import ImportResult, index_imported_images
+
+        queued = []
+        monkeypatch.setattr(q_tasks, "async_task", lambda name, ids: queued.append((name, ids)))
+        settings.OBVERSE_INDEX_ON_IMPORT = True
+        result = ImportResult(image_ids=list(range(1, 61)))
+        from django.test import TestCase
+
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            assert index_imported_images(result) == 60
+        assert [len(ids) for _, ids in queued] == [50, 10]
+        assert queued[0][0] == "identification.tasks.index_catalogue_images"
+
+    def test_nothing_is_queued_when_indexing_on_import_is_off(self, settings):
+        from collection.importers.base import ImportResult, index_imported_images
+
+        settings.OBVERSE_INDEX_ON_IMPORT = False
+        assert index_imported_images(ImportResult(image_ids=[1, 2])) == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from collection.importers.base import index_imported_images
 from collection.importers.tabular import import_csv_file
 from collection.services import source_get_or_create
 
@@ -34,5 +35,6 @@ class Command(BaseCommand):
         if report:
             result.write_json(report)
         self.stdout.write(result.summary())
+        index_imported_images(result, stdout=self.stdout)
         if result.failed:
             raise CommandError(f"{len(result.failed)} record(s) failed (see above).", returncode=1)

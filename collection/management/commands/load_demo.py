@@ -51,6 +51,7 @@ class Command(BaseCommand):
                 f"The catalogue already has {existing} items; demo collection not loaded (--force loads it)."
             )
             return
+        from collection.importers.base import index_imported_images
         from collection.importers.tabular import import_csv_file
 
         out_dir = Path(out or settings.OBVERSE_DEMO_DIR)
@@ -71,12 +72,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  import: {result}")
         if result.failed:
             raise CommandError(result.summary())
-        if settings.OBVERSE_INDEX_ON_IMPORT and result.image_ids:
-            # Embeddings are computed by the worker, so the site is usable while they are made.
-            from identification.services import catalogue_index_enqueue
-
-            catalogue_index_enqueue(image_ids=result.image_ids)
-            self.stdout.write(f"  queued {len(result.image_ids)} images for indexing")
+        # Embeddings are computed by the worker, so the site is usable while they are made.
+        index_imported_images(result, stdout=self.stdout)
 
         examples_dir = out_dir / "examples"
         photos = demo.example_photos(examples_dir, n=examples, seed=seed, collection_seed=seed, n_types=types)

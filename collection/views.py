@@ -102,6 +102,7 @@ def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "specimens": item.public_specimens,
         "measurements": selectors.specimen_measurements(item.public_specimens),
         "is_published": item.status == ItemStatus.PUBLISHED,
+        "can_curate": is_curator(request.user),
     }
     return render(request, "collection/item_detail.html", context)
 
@@ -120,6 +121,7 @@ def specimen_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "item": item if item_visible else None,
         "images": list(specimen.images.all()),
         "source": specimen.source or (item.source if item_visible else None),
+        "can_curate": is_curator(request.user),
     }
     return render(request, "collection/specimen_detail.html", context)
 

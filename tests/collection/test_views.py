@@ -280,3 +280,17 @@ def test_login_page_renders_with_the_site_layout(client):
     response = client.get(reverse("login"))
     assert response.status_code == 200
     assert "site-header" in response.content.decode()
+
+
+@pytest.mark.django_db
+class TestCuratorLinks:
+    def test_curators_see_history_and_edit_links_the_public_does_not(self, client, curator):
+        from tests.factories import make_item as _make_item
+        from tests.factories import make_specimen as _make_specimen
+
+        item = _make_item()
+        specimen = _make_specimen(item)
+        assert "History of this item" not in client.get(item.get_absolute_url()).content.decode()
+        client.force_login(curator)
+        assert f"/review/history/item/{item.pk}/" in client.get(item.get_absolute_url()).content.decode()
+        assert f"/review/history/specimen/{specimen.pk}/" in client.get(specimen.get_absolute_url()).content.decode()

@@ -1,0 +1,536 @@
+"""How well does the pipeline identify coins? Leave-one-out retrieval with phone-like queries, no database.
+
+``python -m mlcore.evaluate --dataset DIR [--limit N] [--seed S] [--out FILE]`` prints JSON.
+
+Protocol (seeded; see docs/ml-notes.md):
+
+* Types are split into train/test by a seeded hash. Everything learned here (the orientation
+  estimator, the embedding projection) is fitted on train types only; queries come from test types
+  only, so the figures say how the pipeline does on coins of types it never learned from.
+* Index: every catalogue image (clean studio photo → cut-out on neutral), with its item (= type;
+  a specimen without a type is an item of its own and acts as a distractor).
+* Queries: each specimen of a test type with 2+ specimens; each of its photos is degraded with
+  ``degrade_like_phone`` (rotated anywhere, off-centre, blurred, small, JPEG, background), cut out
+  (ground-truth mask by default, or ``--segmenter model`` for U^2-Net-p), turned upright by the
+  estimator, embedded. Its own images are excluded from the index (leave-one-out); a hit is a
+  candidate item with the same type. recall@k counts items after grouping image hits by item.
+* ``recall_at_8_pair``: both photos of the coin, combined with ``combine_sides``.
+* Baseline: pretrained MobileNetV2 global-average features of the colour cut-out, no rotation
+  handling — what the pipeline would do with no coin-specific work.
+* Latency: the production path (decode → segment → cut out → upright → embed) on a sample of queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import resource
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
+from mlcore.degrade import degrade_with_truth, object_mask
+from mlcore.orientation import angular_error, query_like, rotate_upright
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item
+
+SIDES = ("obverse", "reverse")
+SEARCH_DEPTH = 200  # image hits fetched per query before grouping into items
+
+
+def _hash_unit(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) from the parts (independent of Python's hash seed)."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def type_key(record: CatalogueRecord) -> str:
+    return record.type_id or f"record:{record.record_id}"
+
+
+def select_records(records: Sequence[CatalogueRecord], *, limit: int | None, seed: int) -> list[CatalogueRecord]:
+    """All records, or whole types in seeded order until ``limit`` records (so multi-specimen types stay whole)."""
+    if not limit or limit >= len(records):
+        return list(records)
+    by_type: dict[str, list[CatalogueRecord]] = defaultdict(list)
+    for record in records:
+        by_type[type_key(record)].append(record)
+    # Multi-specimen types first (they make queries), interleaved with singletons (distractors).
+    multi = sorted((t for t, rs in by_type.items() if len(rs) > 1), key=lambda t: _hash_unit(seed, "pick", t))
+    single = sorted((t for t, rs in by_type.items() if len(rs) == 1), key=lambda t: _hash_unit(seed, "pick", t))
+    chosen: list[CatalogueRecord] = []
+    while (multi or single) and len(chosen) < limit:
+        for pool in (multi, single):
+            if pool and len(chosen) < limit:
+                chosen += by_type[pool.pop(0)][: limit - len(chosen)]
+    return chosen
+
+
+def split_types(records: Sequence[CatalogueRecord], *, seed: int, train_fraction: float) -> set[str]:
+    """Types whose seeded hash falls below ``train_fraction``: the ones learned parts may see."""
+    return {type_key(r) for r in records if _hash_unit(seed, "split", type_key(r)) < train_fraction}
+
+
+def _detection(mask: np.ndarray):
+    from mlcore.segment import Detection
+
+    rows, cols = np.nonzero(mask)
+    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    return Detection(box=box, mask=mask, area=float(mask.mean()), circularity=1.0, centrality=1.0, score=1.0)
+
+
+def cutout_with_mask(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """The pipeline's cut-out (``mlcore.cutout.make_cutout``, on neutral grey) for a known mask."""
+    from mlcore.cutout import make_cutout
+
+    return make_cutout(image, _detection(mask)).on_neutral
+
+
+def catalogue_cutout(image: Image.Image) -> Image.Image:
+    """A studio photo on a plain background → the same cut-out the pipeline stores for catalogue images."""
+    rgb = image.convert("RGB")
+    return cutout_with_mask(rgb, object_mask(rgb))
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"p50": round(float(np.percentile(values, 50)), 4), "p95": round(float(np.percentile(values, 95)), 4)}
+
+
+@dataclass
+class QueryImage:
+    """One degraded query photo of a specimen and what the evaluation needs to score it."""
+
+    record: CatalogueRecord
+    side: str
+    cutout: Image.Image  # as photographed (turned), cut out
+    angle: float  # counter-clockwise turn applied by the degradation
+
+
+def _recall(ranked: list[list[str]], truths: list[str], k: int) -> float:
+    if not truths:
+        return 0.0
+    return round(float(np.mean([truth in items[:k] for items, truth in zip(ranked, truths, strict=True)])), 4)
+
+
+def _search_items(index: InMemoryIndex, vectors: np.ndarray, excludes: list[set[str]], k: int = 8) -> list[list[str]]:
+    return [
+        [h.item_id for h in group_by_item(index.search(v, SEARCH_DEPTH, exclude=ex), k=k)]
+        for v, ex in zip(vectors, excludes, strict=True)
+    ]
+
+
+def evaluate(
+    dataset: str | Path,
+    *,
+    models_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    train_fraction: float = 0.5,
+    segmenter: str = "truth",
+    orientation_images: int = 800,
+    orientation_rotations: int = 4,
+    orientation_tta: int = 1,
+    projection: bool = True,
+    projection_pairs: int = 1500,
+    baseline: bool = True,
+    oracle_rotation: bool = False,
+    latency_samples: int = 30,
+    embed_config: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole evaluation and return the figures as a JSON-ready dict (see the module docstring)."""
+    from mlcore.backbone import Backbone
+    from mlcore.embed import Embedder, projection_fit
+    from mlcore.orientation import OrientationEstimator
+    from mlcore.setup_models import models_dir as default_models_dir
+
+    started = time.monotonic()
+    say = progress or (lambda message: print(message, file=sys.stderr, flush=True))
+    models_dir = default_models_dir(models_dir)
+    records = [r for r in select_records(load_ans_layout(dataset), limit=limit, seed=seed) if r.images]
+    train_types = split_types(records, seed=seed, train_fraction=train_fraction)
+    counts = Counter(type_key(r) for r in records)
+    backbone = Backbone(models_dir)
+    embedder = Embedder(models_dir, use_trained=False, **({"config": embed_config} if embed_config else {}))
+
+    # --- Catalogue ------------------------------------------------------------------------------
+    ids, items, sides, owners = [], [], [], []
+    descriptors, base_features = [], []
+    orientation_pool: list[Image.Image] = []
+    train_cutouts: dict[tuple[str, str], Image.Image] = {}
+    batch: list[Image.Image] = []
+    every = max(1, sum(len(r.images) for r in records if type_key(r) in train_types) // max(1, orientation_images))
+    seen_train = 0
+
+    def flush() -> None:
+        if batch:
+            descriptors.append(embedder.descriptors(batch))
+            if baseline:
+                base_features.append(backbone.features(batch))
+            batch.clear()
+
+    for record in records:
+        for side, path in sorted(record.images.items()):
+            with Image.open(path) as raw:
+                cut = catalogue_cutout(raw)
+            ids.append(f"{record.record_id}:{side}")
+            items.append(type_key(record))
+            sides.append(side)
+            owners.append(record.record_id)
+            batch.append(cut)
+            if type_key(record) in train_types:
+                if seen_train % every == 0 and len(orientation_pool) < orientation_images:
+                    orientation_pool.append(cut)
+                if projection and _hash_unit(seed, "pair", record.record_id, side) < 0.5:
+                    train_cutouts[(record.record_id, side)] = cut
+                seen_train += 1
+            if len(batch) >= 32:
+                flush()
+                say(f"catalogue: {len(ids)} images")
+    flush()
+    catalogue_desc = np.concatenate(descriptors) if descriptors else np.zeros((0, 1280), np.float32)
+    catalogue_base = np.concatenate(base_features) if base_features else None
+    index_of = {image_id: i for i, image_id in enumerate(ids)}
+
+    # --- Orientation estimator (train types only) ----------------------------------------------
+    say(f"orientation: fitting on {len(orientation_pool)} train-type images")
+    fit_started = time.monotonic()
+    estimator, orientation_fit_metrics = OrientationEstimator.fit(
+        orientation_pool,
+        np.random.default_rng(seed),
+        backbone=backbone,
+        rotations=orientation_rotations,
+    )
+    estimator.tta = orientation_tta
+    orientation_fit_seconds = time.monotonic() - fit_started
+    orientation_pool.clear()
+
+    # --- Queries (test types with 2+ specimens) -------------------------------------------------
+    query_records = [r for r in records if type_key(r) not in train_types and counts[type_key(r)] > 1]
+    seg_model = None
+    if segmenter == "model":
+        from mlcore.segment import Segmenter
+
+        seg_model = Segmenter(models_dir)
+    queries: list[QueryImage] = []
+    segmentation_misses = 0
+    for record in query_records:
+        for side, path in sorted(record.images.items()):
+            rng = np.random.default_rng(int(_hash_unit(seed, "query", record.record_id, side) * 2**32))
+            with Image.open(path) as raw:
+                photo = degrade_with_truth(raw.convert("RGB"), rng)
+            mask = photo.mask
+            if seg_model is not None:
+                found = seg_model.find_objects(photo.image)
+                if found:
+                    mask = found[0].mask
+                else:
+                    segmentation_misses += 1  # fall back to the whole photo, as a user would see a bad result
+                    mask = np.ones_like(photo.mask)
+            queries.append(QueryImage(record, side, cutout_with_mask(photo.image, mask), photo.angle))
+        if len(queries) % 64 < 2:
+            say(f"queries: {len(queries)} photos")
+
+    say(f"orientation: estimating {len(queries)} queries")
+    estimates = estimator.estimate_many([q.cutout for q in queries]) if queries else []
+    errors = [angular_error(est, -q.angle) for (est, _), q in zip(estimates, queries, strict=True)]
+    upright = [rotate_upright(q.cutout, est) for (est, _), q in zip(estimates, queries, strict=True)]
+    say("embedding queries")
+    query_desc = embedder.descriptors(upright) if upright else np.zeros((0, 1280), np.float32)
+
+    # --- Learned projection (train types only) --------------------------------------------------
+    projections: dict[str, Any] = {}
+    if projection and train_cutouts:
+        say(f"projection: {min(len(train_cutouts), projection_pairs)} query-like pairs + same-type pairs")
+        rng = np.random.default_rng(seed + 1)
+        keys = sorted(train_cutouts)
+        keys = [keys[i] for i in rng.permutation(len(keys))[:projection_pairs]]
+        copies = [
+            rotate_upright(query_like(train_cutouts[k], rng), float(rng.normal(0, 8))) for k in keys
+        ]  # residual error of the upright step
+        copy_desc = embedder.descriptors(copies)
+        anchors = [catalogue_desc[index_of[f"{rid}:{side}"]] for rid, side in keys]
+        positives = list(copy_desc)
+        # Other specimens of the same (train) type, same side.
+        by_type_side: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, (item, side) in enumerate(zip(items, sides, strict=True)):
+            if item in train_types and counts[item] > 1:
+                by_type_side[(item, side)].append(i)
+        for members in by_type_side.values():
+            for a in range(len(members)):
+                for b in range(a + 1, min(len(members), a + 4)):
+                    anchors.append(catalogue_desc[members[a]])
+                    positives.append(catalogue_desc[members[b]])
+        train_rows = [i for i, item in enumerate(items) if item in train_types]
+        background = np.concatenate([catalogue_desc[train_rows], copy_desc])
+        projections["learned"] = projection_fit(np.array(anchors), np.array(positives), background=background)
+        train_cutouts.clear()
+
+    # --- Search ---------------------------------------------------------------------------------
+    excludes = [{f"{q.record.record_id}:{s}" for s in SIDES} for q in queries]
+    truths = [type_key(q.record) for q in queries]
+
+    def run(catalogue_vectors: np.ndarray, query_vectors: np.ndarray) -> dict[str, Any]:
+        index = InMemoryIndex()
+        index.add(ids, catalogue_vectors, items, sides)
+        ranked = _search_items(index, query_vectors, excludes)
+        result = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
+        # Both photos of one coin.
+        by_record: dict[str, dict[str, int]] = defaultdict(dict)
+        for i, q in enumerate(queries):
+            by_record[q.record.record_id][q.side] = i
+        pair_ranked, pair_truths = [], []
+        for positions in by_record.values():
+            if set(positions) >= set(SIDES):
+                o, r = positions["obverse"], positions["reverse"]
+                hits_o = index.search(query_vectors[o], SEARCH_DEPTH, exclude=excludes[o])
+                hits_r = index.search(query_vectors[r], SEARCH_DEPTH, exclude=excludes[r])
+                pair_ranked.append([p.item_id for p in combine_sides(hits_o, hits_r, k=8)])
+                pair_truths.append(truths[o])
+        result["recall_at_1_pair"] = _recall(pair_ranked, pair_truths, 1)
+        result["recall_at_8_pair"] = _recall(pair_ranked, pair_truths, 8)
+        result["pairs"] = len(pair_truths)
+        result["_index"] = index
+        result["_query_vectors"] = query_vectors
+        return result
+
+    def public(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items() if not k.startswith("_")}
+
+    say("searching")
+    plain = run(embedder.embed_descriptors(catalogue_desc), embedder.embed_descriptors(query_desc))
+    variants: dict[str, Any] = {"gem": public(plain)}
+    chosen, chosen_name = plain, "gem"
+    for name, proj in projections.items():
+        variant = run(proj.apply(catalogue_desc), proj.apply(query_desc))
+        variants[f"gem+{name}"] = public(variant)
+        if variant["recall_at_8"] >= chosen["recall_at_8"]:
+            chosen, chosen_name = variant, f"gem+{name}"
+    say("variants: " + json.dumps(variants))
+    if oracle_rotation and queries:
+        truth_upright = [rotate_upright(q.cutout, -q.angle) for q in queries]
+        oracle_desc = embedder.descriptors(truth_upright)
+        proj = projections.get("learned")
+        apply = proj.apply if proj is not None and chosen_name != "gem" else embedder.embed_descriptors
+        oracle = run(apply(catalogue_desc), apply(oracle_desc))
+        variants[f"{chosen_name} (true rotation)"] = public(oracle)
+
+    figures: dict[str, Any] = {
+        "dataset": str(dataset),
+        "seed": seed,
+        "records": len(records),
+        "catalogue_images": len(ids),
+        "train_types": len(train_types & set(items)),
+        "test_types_queried": len({type_key(q.record) for q in queries}),
+        "query_photos": len(queries),
+        "segmenter": segmenter,
+        "embedding": f"{embedder.version}" + ("" if chosen_name == "gem" else f"+{chosen_name.split('+', 1)[1]}"),
+        "recall_at_1": chosen["recall_at_1"],
+        "recall_at_8": chosen["recall_at_8"],
+        "recall_at_1_pair": chosen["recall_at_1_pair"],
+        "recall_at_8_pair": chosen["recall_at_8_pair"],
+        "variants": variants,
+        "rotation": {
+            "median_error_deg": round(float(np.median(errors)), 2) if errors else None,
+            "within_20deg": round(float(np.mean(np.array(errors) <= 20)), 4) if errors else None,
+            "fit": orientation_fit_metrics,
+            "fit_seconds": round(orientation_fit_seconds, 1),
+            "tta": orientation_tta,
+        },
+    }
+    if seg_model is not None:
+        figures["segmentation_misses"] = segmentation_misses
+
+    # --- Baseline: zero-shot global-average features, no rotation handling ----------------------
+    if baseline and catalogue_base is not None and queries:
+        say("baseline")
+        base = run(catalogue_base, backbone.features([q.cutout for q in queries]))
+        figures["baseline_zero_shot"] = public(base)
+        say("baseline: " + json.dumps(figures["baseline_zero_shot"]))
+
+    # --- Side and metadata (optional parts) -----------------------------------------------------
+    say("figures so far: " + json.dumps({k: v for k, v in figures.items() if k != "variants"}))
+    figures["side_accuracy"] = _side_accuracy(models_dir, backbone, queries, upright)
+    try:
+        figures["metadata_accuracy"] = _metadata_accuracy(chosen["_index"], chosen["_query_vectors"], queries, records)
+    except Exception as exc:  # optional part (mlcore.metadata is another module's)
+        figures["metadata_accuracy"] = {"skipped": f"metadata vote failed: {exc!r}"}
+
+    # --- Latency of the production path ---------------------------------------------------------
+    if latency_samples and query_records:
+        say(f"latency on {latency_samples} queries")
+        chosen_projection = projections.get(chosen_name.split("+", 1)[1]) if "+" in chosen_name else None
+        figures["latency_s"] = _latency(
+            models_dir,
+            query_records[:latency_samples],
+            estimator,
+            chosen_projection,
+            seed=seed,
+            embed_config=embed_config,
+        )
+    figures["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: list[Image.Image]) -> dict[str, Any]:
+    """Accuracy of H6's side classifier on the upright query cut-outs, when a trained one is active."""
+    try:
+        from mlcore.setup_models import ModelFileError
+        from mlcore.side import SideClassifier
+    except ImportError:
+        return {"skipped": "mlcore.side is not available"}
+    try:
+        classifier = SideClassifier(models_dir)
+        predictions = classifier.predict(upright) if upright else []
+    except ModelFileError as exc:
+        return {"skipped": str(exc)}
+    except Exception as exc:  # an optional part written elsewhere must not sink the evaluation
+        return {"skipped": f"side classifier failed: {exc!r}"}
+    correct = [p[0] == q.side for p, q in zip(predictions, queries, strict=True)]
+    return {
+        "accuracy": round(float(np.mean(correct)), 4) if correct else None,
+        "note": "trained on the active version's catalogue, which may include the query types",
+    }
+
+
+def _metadata_accuracy(index: InMemoryIndex, query_vectors, queries, records) -> dict[str, Any]:
+    """Similarity-weighted vote of the 20 nearest catalogue images (own images excluded), per field."""
+    if query_vectors is None or not queries:
+        return {"skipped": "no queries"}
+    try:
+        from mlcore.metadata import vote
+    except ImportError:
+        return {"skipped": "mlcore.metadata is not available"}
+    labels_of = {r.record_id: r.labels for r in records}
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for vector, query in zip(query_vectors, queries, strict=True):
+        exclude = {f"{query.record.record_id}:{s}" for s in SIDES}
+        hits = index.search(vector, 20, exclude=exclude)
+        neighbours = [(labels_of[h.image_id.rsplit(":", 1)[0]], h.score) for h in hits]
+        predicted = vote(neighbours, fields=METADATA_FIELDS)
+        for name in METADATA_FIELDS:
+            truth = query.record.labels.get(name)
+            if truth:
+                correct[name].append(name in predicted and predicted[name].value == truth)
+    return {name: round(float(np.mean(values)), 4) for name, values in correct.items() if values}
+
+
+def _latency(models_dir, records, estimator, projection, *, seed: int, embed_config: Any = None) -> dict[str, Any]:
+    """Per-step seconds (p50/p95) of decode → segment → cut out → upright → embed on degraded photos."""
+    from mlcore.cutout import make_cutout
+    from mlcore.embed import Embedder
+    from mlcore.imageio import decode_image
+    from mlcore.segment import Segmenter
+    from mlcore.setup_models import ModelFileError
+
+    segmenter = Segmenter(models_dir)
+    embedder = Embedder(
+        models_dir, projection=projection, use_trained=False, **({"config": embed_config} if embed_config else {})
+    )
+    try:
+        segmenter.ensure_loaded()
+    except ModelFileError as exc:
+        return {"skipped": str(exc)}
+    embedder.ensure_loaded()
+    steps: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        side, path = sorted(record.images.items())[0]
+        rng = np.random.default_rng(int(_hash_unit(seed, "latency", record.record_id) * 2**32))
+        with Image.open(path) as raw:
+            photo = degrade_with_truth(raw.convert("RGB"), rng).image
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        t0 = time.perf_counter()
+        image = decode_image(data)
+        t1 = time.perf_counter()
+        found = segmenter.find_objects(image)
+        t2 = time.perf_counter()
+        detection = found[0] if found else _detection(np.ones((image.height, image.width), dtype=bool))
+        cut = make_cutout(image, detection).on_neutral
+        t3 = time.perf_counter()
+        angle, _ = estimator.estimate(cut)
+        up = rotate_upright(cut, angle)
+        t4 = time.perf_counter()
+        embedder.embed([up])
+        t5 = time.perf_counter()
+        for name, seconds in (
+            ("decode", t1 - t0),
+            ("segment", t2 - t1),
+            ("cutout", t3 - t2),
+            ("orientation", t4 - t3),
+            ("embed", t5 - t4),
+            ("decode_to_embedding", t5 - t0),
+        ):
+            steps[name].append(seconds)
+    return {name: _percentiles(values) for name, values in steps.items()} | {"samples": len(records)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="folder in the ans-roman layout")
+    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="records (whole types, seeded choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--segmenter", choices=("truth", "model"), default="truth")
+    parser.add_argument("--train-fraction", type=float, default=0.5)
+    parser.add_argument("--orientation-images", type=int, default=800)
+    parser.add_argument("--orientation-rotations", type=int, default=4)
+    parser.add_argument("--orientation-tta", type=int, default=1, choices=(1, 2, 4))
+    parser.add_argument("--no-projection", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--oracle-rotation", action="store_true", help="also score queries turned by the true angle")
+    parser.add_argument("--latency-samples", type=int, default=30)
+    parser.add_argument("--input-size", type=int, default=None, help="embedding input size (default: the recipe's)")
+    parser.add_argument("--lowpass", type=int, default=None, help="reduce every cut-out to this many px first")
+    parser.add_argument("--soften", type=float, default=None, help="then blur it by this radius")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from dataclasses import replace
+
+    from mlcore.embed import DEFAULT_CONFIG
+
+    overrides = {
+        name: value
+        for name, value in (("input_size", args.input_size), ("lowpass", args.lowpass), ("soften", args.soften))
+        if value is not None
+    }
+    figures = evaluate(
+        args.dataset,
+        embed_config=replace(DEFAULT_CONFIG, **overrides) if overrides else None,
+        models_dir=args.models_dir,
+        limit=args.limit,
+        seed=args.seed,
+        train_fraction=args.train_fraction,
+        segmenter=args.segmenter,
+        orientation_images=args.orientation_images,
+        orientation_rotations=args.orientation_rotations,
+        orientation_tta=args.orientation_tta,
+        projection=not args.no_projection,
+        baseline=not args.no_baseline,
+        oracle_rotation=args.oracle_rotation,
+        latency_samples=args.latency_samples,
+        progress=(lambda message: None) if args.quiet else None,
+    )
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The composed identification pipeline: photo → cut-out → upright → (enhanced) → side → embedding.
+
+``Pipeline(models_dir).process(photo)`` runs the steps in order, calling ``on_step(name)`` before
+each (the Django side shows them as progress), and returns a ``ProcessResult`` with every
+intermediate a curator may need to see why an identification went wrong. Catalogue photos go
+through the same path with ``known_side`` and ``assume_upright`` so that catalogue and query
+embeddings are comparable. Every part loads lazily on first use; the trained parts (side,
+orientation, metadata calibration) come from the active trained version (``mlcore.versions``) and
+are only needed when their step runs.
+
+Metadata needs catalogue neighbours (a pgvector search on the Django side), so it is a separate
+call: ``Pipeline.predict_metadata(neighbours)``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mlcore.enhance import enhance
+from mlcore.imageio import ImageDecodeError, decode_image
+from mlcore.metadata import MetadataPredictor, Prediction
+from mlcore.side import SIDES, SideClassifier
+
+STEPS = ("finding_object", "removing_background", "turning_upright", "enhancing", "classifying", "embedding")
+CUTOUT_SIZE = 384
+
+__all__ = ["STEPS", "ImageDecodeError", "NoObjectFound", "Pipeline", "ProcessResult"]
+
+
+class NoObjectFound(ValueError):
+    """No coin (or other object) could be found in the photo; the message is meant for the uploader."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "No coin could be found in this photo. Please photograph the coin on a plain background, "
+            "filling most of the frame, in good light."
+        )
+
+
+@dataclass
+class ProcessResult:
+    """Everything the pipeline made of one photo (images are PIL; ``embedding`` is L2-normalised float32)."""
+
+    original_size: tuple[int, int]
+    detections: list[dict[str, Any]]  # every object found: {"box": [x0, y0, x1, y1], "score": float}
+    chosen: int
+    crop_box: tuple[int, int, int, int]
+    cutout: Image.Image  # RGBA, background transparent
+    upright: Image.Image  # RGB on neutral, turned upright (and enhanced when that ran)
+    angle: float  # degrees the cut-out was turned to make it upright (counter-clockwise)
+    angle_confidence: float
+    enhanced: bool
+    side: str
+    side_confidence: float
+    embedding: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per step, plus "decoding", "total"
+    model_versions: dict[str, str] = field(default_factory=dict)
+    mask: Image.Image | None = None  # the chosen object's mask (L) at the original size
+    on_neutral: Image.Image | None = None  # the cut-out on neutral before turning
+    before_enhance: Image.Image | None = None
+
+
+class Pipeline:
+    """All mlcore parts composed; thread-safe lazy loading (one instance per worker process).
+
+    ``use_enhance`` switches the enhancement step on for small coins. It is off by default: it
+    stays off the identification path until a measurement on phone-like queries shows that it
+    raises recall (see ``mlcore.enhance``). The step is reported to ``on_step`` either way.
+    ``use_orientation`` can turn the upright step off (then queries keep their photographed angle).
+    """
+
+    def __init__(
+        self,
+        models_dir: str | Path | None = None,
+        *,
+        use_enhance: bool = False,
+        use_orientation: bool = True,
+        cutout_size: int = CUTOUT_SIZE,
+    ) -> None:
+        from mlcore.setup_models import models_dir as default_models_dir
+
+        self.models_dir = default_models_dir(models_dir)
+        self.use_enhance = use_enhance
+        self.use_orientation = use_orientation
+        self.cutout_size = cutout_size
+        self._lock = threading.RLock()  # a part may create another (orientation uses the embedder)
+        self._parts: dict[str, Any] = {}
+
+    # --- parts, created on first use --------------------------------------------------------
+
+    def _part(self, key: str, factory: Callable[[], Any]) -> Any:
+        part = self._parts.get(key)
+        if part is None:
+            with self._lock:
+                part = self._parts.get(key)
+                if part is None:
+                    part = self._parts[key] = factory()
+        return part
+
+    @property
+    def segmenter(self):
+        from mlcore.segment import Segmenter
+
+        return self._part("segmenter", lambda: Segmenter(self.models_dir))
+
+    @property
+    def orientation(self):
+        from mlcore.orientation import OrientationEstimator
+
+        # Shares the embedder's backbone: one copy of the weights per process.
+        return self._part("orientation", lambda: OrientationEstimator(self.models_dir, backbone=self.embedder.backbone))
+
+    @property
+    def side_classifier(self) -> SideClassifier:
+        return self._part("side", lambda: SideClassifier(self.models_dir, embedder=self.embedder))
+
+    @property
+    def embedder(self):
+        from mlcore.embed import Embedder
+
+        return self._part("embedder", lambda: Embedder(self.models_dir))
+
+    @property
+    def metadata(self) -> MetadataPredictor:
+        return self._part("metadata", lambda: MetadataPredictor(self.models_dir))
+
+    def model_versions(self) -> dict[str, str]:
+        """name@version of every part loaded so far (and always the embedder's)."""
+        versions = {}
+        parts = {"embedding": self.embedder, **{k: v for k, v in self._parts.items() if k != "embedder"}}
+        for key, part in parts.items():
+            described = part.describe() if part.loaded or key == "embedding" else {"name": part.name}
+            if "version" in described:
+                versions[key] = f"{described['name']}@{described['version']}"
+        return versions
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def process(
+        self,
+        source: bytes | str | os.PathLike | Image.Image,
+        *,
+        known_side: str | None = None,
+        assume_upright: bool = False,
+        on_step: Callable[[str], None] | None = None,
+    ) -> ProcessResult:
+        """Run every step on one photo. Raises ImageDecodeError (unusable file) or NoObjectFound."""
+        from mlcore.cutout import make_cutout
+
+        if known_side is not None and known_side not in SIDES:
+            known_side = None  # 'other'/'unknown' sides are classified like any query
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        clock = [started]
+
+        def step(name: str) -> None:
+            if on_step is not None:
+                on_step(name)
+            clock[0] = time.perf_counter()
+
+        def done(name: str) -> None:
+            timings[name] = round((time.perf_counter() - clock[0]) * 1000, 1)
+
+        if isinstance(source, Image.Image):
+            image = source
+            if image.mode not in ("RGB", "RGBA"):
+                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        else:
+            image = decode_image(source)
+        timings["decoding"] = round((time.perf_counter() - started) * 1000, 1)
+
+        step("finding_object")
+        found = self.segmenter.find_objects(image)
+        done("finding_object")
+        if not found:
+            raise NoObjectFound()
+        chosen = max(range(len(found)), key=lambda i: found[i].score)
+        detection = found[chosen]
+
+        step("removing_background")
+        cut = make_cutout(image, detection, size=self.cutout_size)
+        on_neutral = cut.on_neutral.convert("RGB")
+        done("removing_background")
+
+        step("turning_upright")
+        if assume_upright or not self.use_orientation:
+            angle, angle_confidence, upright = 0.0, 1.0, on_neutral
+        else:
+            from mlcore.orientation import rotate_upright
+
+            angle, angle_confidence = self.orientation.estimate(on_neutral)
+            upright = rotate_upright(on_neutral, angle) if angle else on_neutral
+        done("turning_upright")
+
+        step("enhancing")
+        before_enhance = upright
+        enhanced = False
+        if self.use_enhance:
+            coin_size = min(cut.box[2] - cut.box[0], cut.box[3] - cut.box[1])
+            upright, enhanced = enhance(upright, source_size=coin_size)
+        done("enhancing")
+
+        # The side classifier reads the embedder's descriptors: computed once, in whichever step runs first.
+        descriptors = None
+        step("classifying")
+        if known_side:
+            side, side_confidence = known_side, 1.0
+        else:
+            descriptors = self.embedder.descriptors([upright])
+            side, side_confidence = self.side_classifier.predict_features(descriptors)[0]
+        done("classifying")
+
+        step("embedding")
+        if descriptors is None:
+            descriptors = self.embedder.descriptors([upright])
+        embedding = np.asarray(self.embedder.embed_descriptors(descriptors)[0], dtype=np.float32)
+        done("embedding")
+        timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+
+        return ProcessResult(
+            original_size=image.size,
+            detections=[{"box": [int(v) for v in d.box], "score": float(d.score)} for d in found],
+            chosen=chosen,
+            crop_box=tuple(int(v) for v in cut.box),
+            cutout=cut.rgba,
+            upright=upright,
+            angle=float(angle),
+            angle_confidence=float(angle_confidence),
+            enhanced=enhanced,
+            side=side,
+            side_confidence=float(side_confidence),
+            embedding=embedding,
+            timings=timings,
+            model_versions=self.model_versions(),
+            mask=Image.fromarray((detection.mask * 255).astype(np.uint8)),
+            on_neutral=on_neutral,
+            before_enhance=before_enhance,
+        )
+
+    def predict_metadata(self, neighbours: Iterable[tuple[dict[str, str], float]]) -> dict[str, Prediction]:
+        """{field: Prediction(value, confidence)} from catalogue neighbours [(labels, cosine similarity)]."""
+        return self.metadata.predict(neighbours)

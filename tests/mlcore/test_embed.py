@@ -1,0 +1,116 @@
+"""Embeddings: shape and normalisation, the learned projection, and retrieving a phone photo of a coin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from mlcore.embed import EMBED_DIM, EmbedConfig, Embedder, Projection, gem, prepare, projection_fit
+from mlcore.setup_models import ModelFileError
+
+MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    model = Embedder(MODELS, use_trained=False)
+    try:
+        model.ensure_loaded()
+    except ModelFileError as exc:
+        pytest.skip(f"models folder not prepared: {exc}")
+    return model
+
+
+def _coin(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (384, 384), (128, 128, 128))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([10, 10, 374, 374], fill=tuple(int(v) for v in rng.integers(60, 200, 3)))
+    for _ in range(6):
+        x, y = rng.integers(60, 300, 2)
+        draw.rectangle([x, y, x + 40, y + 15], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return image
+
+
+class TestPieces:
+    def test_gem_with_p_one_is_average_pooling_and_larger_p_favours_peaks(self):
+        maps = torch.rand(2, 3, 4, 4)
+        assert torch.allclose(gem(maps, 1.0), maps.mean(dim=(2, 3)))
+        assert torch.all(gem(maps, 3.0) >= maps.mean(dim=(2, 3)) - 1e-6)
+
+    def test_prepare_is_greyscale_and_neutral_outside_the_disc(self):
+        prepared = np.asarray(prepare(_coin(0), EmbedConfig(input_size=128)))
+        assert prepared.shape == (128, 128, 3)
+        assert np.array_equal(prepared[..., 0], prepared[..., 1])
+        assert tuple(prepared[0, 0]) == (128, 128, 128)
+
+    def test_learned_whitening_shrinks_the_direction_matches_differ_in(self):
+        rng = np.random.default_rng(0)
+        identity = rng.normal(size=(200, 8))
+        nuisance = np.zeros((200, 8))
+        nuisance[:, 0] = rng.normal(scale=5.0, size=200)  # lighting-like: big, meaningless
+        anchors, positives = identity, identity + nuisance
+        projection = projection_fit(anchors, positives, dim=8, shrinkage=0.01)
+        a, p = projection.apply(anchors), projection.apply(positives)
+        others = np.roll(p, 1, axis=0)
+        assert np.mean(np.sum(a * p, axis=1)) > np.mean(np.sum(a * others, axis=1)) + 0.5
+        raw_a, raw_p = (
+            anchors / np.linalg.norm(anchors, axis=1, keepdims=True),
+            positives / np.linalg.norm(positives, axis=1, keepdims=True),
+        )
+        assert np.mean(np.sum(a * p, axis=1)) > np.mean(np.sum(raw_a * raw_p, axis=1))
+
+    def test_a_projection_round_trips_through_its_file(self, tmp_path):
+        projection = Projection(np.arange(4, dtype=np.float32), np.eye(4, 2, dtype=np.float32), tag="lw2")
+        loaded = Projection.load(projection.save(tmp_path / "embed.npz"))
+        assert loaded.tag == "lw2"
+        assert np.array_equal(loaded.matrix, projection.matrix)
+
+
+class TestEmbedder:
+    def test_embeddings_are_l2_normalised_with_embed_dim(self, embedder):
+        vectors = embedder.embed([_coin(1), _coin(2)])
+        assert vectors.shape == (2, EMBED_DIM)
+        assert vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert not np.allclose(vectors[0], vectors[1])
+
+    def test_a_projection_is_padded_to_embed_dim_and_named_in_the_version(self, embedder):
+        rng = np.random.default_rng(0)
+        projection = Projection(np.zeros(1280, np.float32), rng.normal(size=(1280, 64)).astype(np.float32), tag="t64")
+        projected = Embedder(MODELS, projection=projection, backbone=embedder.backbone)
+        vectors = projected.embed([_coin(3)])
+        assert vectors.shape == (1, EMBED_DIM)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert np.all(vectors[:, 64:] == 0)
+        assert projected.version.endswith("+t64")
+        assert embedder.version != projected.version
+
+
+@pytest.mark.data
+def test_a_rotated_blurred_photo_finds_its_coin_in_the_top_3_of_50(ans_dir, embedder):
+    from PIL import ImageFilter
+
+    from mlcore.evaluate import catalogue_cutout
+    from mlcore.orientation import rotate_upright
+
+    paths = sorted((ans_dir / "images").glob("*.obv.jpg"))[:50]
+    catalogue = []
+    for path in paths:
+        with Image.open(path) as raw:
+            catalogue.append(catalogue_cutout(raw))
+    vectors = embedder.embed(catalogue)
+    hits = []
+    for target, angle in ((3, 37.0), (17, 151.0), (41, 290.0)):
+        # A small, blurred, turned photo of the coin, darker than the studio shot...
+        photo = rotate_upright(catalogue[target], angle).resize((150, 150), Image.Resampling.BILINEAR)
+        photo = photo.filter(ImageFilter.GaussianBlur(1.2)).point(lambda v: int(v * 0.8))
+        # ...turned back as the upright step would, with a residual error of 8°.
+        query = embedder.embed([rotate_upright(photo, -angle + 8.0)])[0]
+        ranking = np.argsort(-(vectors @ query))
+        hits.append(target in ranking[:3])
+    assert all(hits), hits

@@ -1,0 +1,180 @@
+"""The composed pipeline end to end on real catalogue photos, and the ``python -m mlcore process`` tool."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlcore.__main__ import main as mlcore_main
+from mlcore.embed import EMBED_DIM
+from mlcore.imageio import ImageDecodeError
+from mlcore.pipeline import STEPS, NoObjectFound, Pipeline
+from mlcore.side import SIDES
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory) -> Path:
+    """A private models folder with the pretrained files only (linked), so tests never touch var/models."""
+    if not (REPO_MODELS / "manifest.json").exists():
+        pytest.skip(f"pretrained models not prepared in {REPO_MODELS} (run make models)")
+    target = tmp_path_factory.mktemp("models")
+    shutil.copy(REPO_MODELS / "manifest.json", target / "manifest.json")
+    for name in ("mobilenetv2_features.pt", "u2netp.onnx"):
+        (target / name).symlink_to(REPO_MODELS / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def photo(ans_dir) -> Path:
+    from mlcore.dataset import load_ans_layout
+
+    return load_ans_layout(ans_dir, limit=1)[0].images["obverse"]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(pretrained_dir, ans_dir) -> Path:
+    """Pretrained files plus a tiny trained version (side, orientation, metadata) from 8 real coins."""
+    from mlcore.dataset import load_ans_layout
+    from mlcore.train import train_all
+
+    train_all(
+        load_ans_layout(ans_dir, limit=8), models_dir=pretrained_dir, seed=0, phone_samples=2, orientation_images=8
+    )
+    return pretrained_dir
+
+
+@pytest.mark.data
+class TestCataloguePath:
+    def test_it_processes_a_catalogue_photo_with_steps_in_order(self, pretrained_dir, photo):
+        steps: list[str] = []
+        result = Pipeline(pretrained_dir).process(
+            photo.read_bytes(), known_side="obverse", assume_upright=True, on_step=steps.append
+        )
+        assert steps == list(STEPS)
+        assert result.side == "obverse" and result.side_confidence == 1.0
+        assert result.angle == 0.0
+        assert result.embedding.dtype == np.float32 and result.embedding.shape == (EMBED_DIM,)
+        assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-4)
+        assert result.original_size == (300, 300)
+        assert result.cutout.mode == "RGBA" and result.upright.mode == "RGB"
+        x0, y0, x1, y1 = result.crop_box
+        assert x1 - x0 == y1 - y0 > 150  # the coin fills most of a catalogue photo
+        assert result.detections[result.chosen]["score"] == max(d["score"] for d in result.detections)
+        assert set(STEPS) <= set(result.timings)
+        assert "embedding" in result.model_versions
+
+    def test_the_same_photo_gives_the_same_embedding_from_bytes_path_or_image(self, pretrained_dir, photo):
+        pipeline = Pipeline(pretrained_dir)
+        kwargs = {"known_side": "reverse", "assume_upright": True}
+        a = pipeline.process(photo.read_bytes(), **kwargs).embedding
+        b = pipeline.process(str(photo), **kwargs).embedding
+        c = pipeline.process(Image.open(photo), **kwargs).embedding
+        assert float(a @ b) == pytest.approx(1.0, abs=1e-5)
+        assert float(a @ c) == pytest.approx(1.0, abs=1e-5)
+
+    def test_a_query_without_trained_models_names_the_training_command(self, pretrained_dir, photo):
+        from mlcore.setup_models import ModelFileError
+
+        with pytest.raises(ModelFileError, match="mlcore.train"):
+            Pipeline(pretrained_dir).process(photo.read_bytes())
+
+
+class TestParts:
+    def test_parts_that_use_other_parts_are_created_without_deadlock(self, tmp_path):
+        import threading
+
+        pipeline = Pipeline(tmp_path)
+        created = []
+        worker = threading.Thread(target=lambda: created.append(pipeline.orientation), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert created, "creating the orientation part (which uses the embedder) hung"
+        assert created[0].backbone is pipeline.embedder.backbone
+        assert pipeline.side_classifier.embedder is pipeline.embedder
+        assert not pipeline.embedder.loaded  # nothing loads until used
+
+
+@pytest.mark.data
+class TestBadInput:
+    def test_it_raises_no_object_found_on_a_blank_image(self, pretrained_dir):
+        blank = Image.new("RGB", (400, 300), (255, 255, 255))
+        with pytest.raises(NoObjectFound, match="No coin"):
+            Pipeline(pretrained_dir).process(blank, known_side="obverse", assume_upright=True)
+
+    def test_it_raises_image_decode_error_on_garbage_bytes(self, pretrained_dir):
+        with pytest.raises(ImageDecodeError):
+            Pipeline(pretrained_dir).process(b"this is not a photo at all" * 20)
+
+    def test_no_object_found_is_a_value_error(self):
+        assert issubclass(NoObjectFound, ValueError)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+class TestQueryPath:
+    def test_it_processes_a_degraded_phone_photo_end_to_end(self, trained_dir, ans_dir):
+        from mlcore.dataset import load_ans_layout
+        from mlcore.degrade import degrade_like_phone
+
+        record = load_ans_layout(ans_dir, limit=20)[-1]
+        degraded = degrade_like_phone(Image.open(record.images["reverse"]), np.random.default_rng(3))
+        buffer = io.BytesIO()
+        degraded.save(buffer, format="JPEG")
+        steps: list[str] = []
+        result = Pipeline(trained_dir, use_enhance=True).process(buffer.getvalue(), on_step=steps.append)
+        assert steps == list(STEPS)
+        assert result.side in SIDES and 0.5 <= result.side_confidence <= 1.0
+        assert 0.0 <= result.angle < 360.0 and 0.0 <= result.angle_confidence <= 1.0
+        assert result.enhanced is True  # the coin is ~150 px across in a degraded photo
+        assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-4)
+        assert {"side", "orientation", "embedding"} <= set(result.model_versions)
+
+    def test_it_predicts_metadata_from_neighbours_with_trained_calibration(self, trained_dir):
+        pipeline = Pipeline(trained_dir)
+        predictions = pipeline.predict_metadata([({"material": "Silver"}, 0.9), ({"material": "Bronze"}, 0.5)])
+        assert predictions["material"].value == "Silver"
+        assert 0.0 <= predictions["material"].confidence <= 1.0
+        assert predictions["material"].raw > 0.99
+
+
+@pytest.mark.data
+class TestProcessCommand:
+    def test_it_writes_every_intermediate_and_a_result(self, pretrained_dir, photo, tmp_path, capsys):
+        out = tmp_path / "out"
+        code = mlcore_main(
+            [
+                "process",
+                str(photo),
+                "--out",
+                str(out),
+                "--models-dir",
+                str(pretrained_dir),
+                "--side",
+                "obverse",
+                "--upright",
+            ]
+        )
+        assert code == 0
+        result = json.loads((out / "result.json").read_text())
+        assert result["side"] == "obverse"
+        assert set(result["timings_ms"]) >= set(STEPS)
+        for name in ("detections.jpg", "mask.png", "crop.jpg", "cutout.png", "on_neutral.jpg", "upright.jpg"):
+            assert (out / name).stat().st_size > 0, name
+            assert name in result["files"]
+        assert Image.open(out / "cutout.png").mode == "RGBA"
+        assert Image.open(out / "mask.png").size == (300, 300)
+
+    def test_it_reports_an_unusable_photo(self, pretrained_dir, tmp_path, capsys):
+        bad = tmp_path / "bad.jpg"
+        bad.write_bytes(b"garbage")
+        code = mlcore_main(["process", str(bad), "--out", str(tmp_path / "o"), "--models-dir", str(pretrained_dir)])
+        assert code == 2
+        assert "error" in json.loads((tmp_path / "o" / "result.json").read_text())

@@ -5,7 +5,7 @@ PIP := .venv/bin/pip
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install models db run test lint bench stop-db clean-db
+.PHONY: install models db run test lint bench bench-scale stop-db
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ test: models db lint
 
 bench: models db
 	$(PY) -m config.bench
+
+bench-scale: models db
+	$(PY) manage.py bench_scale --sizes 10000,100000,600000 --out var/bench/scale.json
 
 stop-db: install
 	$(PY) -m config.embedded_db stop

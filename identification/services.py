@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from collection.models import ImageEmbedding, Item, SpecimenImage
+from collection.models import ImageEmbedding, Item, Side, SpecimenImage
 from identification.models import (
     Candidate,
     DeclaredSide,
@@ -412,14 +412,24 @@ def _predict_metadata(pipeline, vector, side, model) -> dict:
     }
 
 
+def _search_side(image: SubmissionImage) -> str | None:
+    """The side to search: the predicted one, or None (both sides) when the pipeline could not tell."""
+    return image.side if image.side in (Side.OBVERSE, Side.REVERSE) else None
+
+
+def _queries(images: list[SubmissionImage]) -> list[tuple[int, str | None, np.ndarray]]:
+    queries = [(image.position, _search_side(image), np.asarray(image.embedding)) for image in images]
+    if len(images) == 2 and images[0].side == images[1].side:
+        queries = [(position, None, vector) for position, _, vector in queries]  # sides unsure: search both
+    return queries
+
+
 def _write_candidates(submission: Submission, images: list[SubmissionImage], pipeline) -> None:
     model = embedding_version(pipeline)
     for image in images:
-        image.metadata = _predict_metadata(pipeline, image.embedding, image.side, model)
+        image.metadata = _predict_metadata(pipeline, image.embedding, _search_side(image), model)
         image.save(update_fields=["metadata"])
-    queries = [(image.position, image.side or None, image.embedding) for image in images]
-    if len(images) == 2 and images[0].side == images[1].side:
-        queries = [(image.position, None, image.embedding) for image in images]  # sides unsure: search both
+    queries = _queries(images)
     hits = candidates_search(queries=queries, model=model, filters=submission.filters)
     by_position = {image.position: image for image in images}
     submission.candidates.all().delete()  # a rerun replaces, never duplicates
@@ -450,9 +460,7 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
         submission.save(update_fields=["filters", "updated_at"])
         images = list(submission.images.order_by("position"))
         pipeline = get_pipeline()
-        model = embedding_version(pipeline)
-        queries = [(image.position, image.side or None, np.asarray(image.embedding)) for image in images]
-        hits = candidates_search(queries=queries, model=model, filters=clean)
+        hits = candidates_search(queries=_queries(images), model=embedding_version(pipeline), filters=clean)
         by_position = {image.position: image for image in images}
         submission.candidates.all().delete()
         Candidate.objects.bulk_create(

@@ -28,6 +28,7 @@ from PIL import Image
 from mlcore.enhance import enhance
 from mlcore.imageio import ImageDecodeError, decode_image
 from mlcore.metadata import MetadataPredictor, Prediction
+from mlcore.setup_models import ModelFileError
 from mlcore.side import SIDES, SideClassifier
 
 STEPS = ("finding_object", "removing_background", "turning_upright", "enhancing", "classifying", "embedding")
@@ -198,7 +199,12 @@ class Pipeline:
         else:
             from mlcore.orientation import rotate_upright
 
-            angle, angle_confidence = self.orientation.estimate(on_neutral)
+            try:
+                angle, angle_confidence = self.orientation.estimate(on_neutral)
+            except ModelFileError:
+                # Nothing trained yet (a fresh catalogue): keep the photographed angle. Identification
+                # still works, less well, until `train_models` has run.
+                angle, angle_confidence = 0.0, 0.0
             upright = rotate_upright(on_neutral, angle) if angle else on_neutral
         done("turning_upright")
 
@@ -217,7 +223,10 @@ class Pipeline:
             side, side_confidence = known_side, 1.0
         else:
             descriptors = self.embedder.descriptors([upright])
-            side, side_confidence = self.side_classifier.predict_features(descriptors)[0]
+            try:
+                side, side_confidence = self.side_classifier.predict_features(descriptors)[0]
+            except ModelFileError:
+                side, side_confidence = "unknown", 0.0  # untrained: the search then looks at both sides
         done("classifying")
 
         step("embedding")

@@ -80,11 +80,13 @@ class TestCataloguePath:
         assert float(a @ b) == pytest.approx(1.0, abs=1e-5)
         assert float(a @ c) == pytest.approx(1.0, abs=1e-5)
 
-    def test_a_query_without_trained_models_names_the_training_command(self, pretrained_dir, photo):
-        from mlcore.setup_models import ModelFileError
-
-        with pytest.raises(ModelFileError, match="mlcore.train"):
-            Pipeline(pretrained_dir).process(photo.read_bytes())
+    def test_a_query_works_before_anything_is_trained_keeping_angle_and_leaving_the_side_open(
+        self, pretrained_dir, photo
+    ):
+        result = Pipeline(pretrained_dir).process(photo.read_bytes())
+        assert (result.side, result.side_confidence) == ("unknown", 0.0)
+        assert (result.angle, result.angle_confidence) == (0.0, 0.0)
+        assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-4)
 
 
 class TestParts:
@@ -142,7 +144,7 @@ class TestQueryPath:
         predictions = pipeline.predict_metadata([({"material": "Silver"}, 0.9), ({"material": "Bronze"}, 0.5)])
         assert predictions["material"].value == "Silver"
         assert 0.0 <= predictions["material"].confidence <= 1.0
-        assert predictions["material"].raw > 0.99
+        assert predictions["material"].raw > 0.9  # the much nearer neighbour dominates the vote
 
 
 @pytest.mark.data

@@ -1,7 +1,8 @@
 """`make run`: prepare everything, then run the web server and the django-q2 worker until Ctrl-C.
 
 Steps: start the embedded PostgreSQL when DATABASE_URL is unset, migrate, load the synthetic demo
-collection if the catalogue is empty, create demo users (printed), then run
+collection if the catalogue is empty, create demo users (printed), queue a first training of the
+models when none is active (the worker runs it after indexing the demo), then run
 ``runserver 127.0.0.1:8000`` and ``qcluster`` side by side. Ctrl-C (or SIGTERM) stops both and the
 embedded database cleanly.
 """
@@ -32,6 +33,7 @@ def main() -> int:
     manage("migrate", "--noinput")
     manage("load_demo")
     manage("create_demo_users")
+    manage("train_models", "--background-if-untrained")
 
     children = [
         subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"]),

@@ -541,3 +541,39 @@ def catalogue_prune_embeddings(*, keep: tuple[str, str]) -> int:
     """Delete embeddings of other model versions once the new version covers the catalogue."""
     deleted, _ = ImageEmbedding.objects.exclude(model_name=keep[0], model_version=keep[1]).delete()
     return deleted
+
+
+# --- Training ---------------------------------------------------------------------------------
+
+
+def models_train(*, seed: int = 0, limit: int | None = None, reindex: bool = True, progress=None):
+    """Train every learned part from the catalogue into a new, active model version.
+
+    A new version may change the embedding (a learned projection), so by default the catalogue is
+    then re-embedded for it; the previous version's embeddings are pruned only once every image
+    has one for the new version. Returns mlcore's TrainingReport.
+    """
+    from identification.catalogue import catalogue_records
+    from identification.pipeline import reset_pipeline
+    from mlcore.train import train_all
+
+    records = catalogue_records()[:limit] if limit else catalogue_records()
+    if len(records) < 4:
+        raise ValidationError(f"The catalogue has {len(records)} specimens with images; training needs more.")
+    report = train_all(records, models_dir=settings.OBVERSE_MODELS_DIR, seed=seed, progress=progress)
+    reset_pipeline()
+    if reindex:
+        pipeline = get_pipeline()
+        model = embedding_version(pipeline)
+        for image_id in catalogue_pending_images(model=model).values_list("pk", flat=True):
+            catalogue_image_index(image_id=image_id, pipeline=pipeline)
+        if not catalogue_pending_images(model=model).exists():
+            catalogue_prune_embeddings(keep=model)
+    return report
+
+
+def models_train_enqueue() -> None:
+    """Queue a training run (then re-index) for the worker, e.g. after loading a new collection."""
+    from django_q.tasks import async_task
+
+    transaction.on_commit(lambda: async_task("identification.tasks.train_models", task_name="train-models"))

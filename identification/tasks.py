@@ -12,3 +12,8 @@ def process_submission(submission_id: str) -> bool:
 def index_catalogue_images(image_ids: list[int]) -> int:
     """Index a batch of catalogue images; returns how many were indexed."""
     return sum(services.catalogue_image_index(image_id=image_id) for image_id in image_ids)
+
+
+def train_models() -> str:
+    """Train a new model version from the catalogue and re-index it (long; one at a time)."""
+    return services.models_train().version

@@ -269,3 +269,18 @@ class TestCatalogueIndex:
         image = catalogue_image(make_item(), seed=801, pipeline=fake_pipeline)
         assert not services.catalogue_pending_images(model=("fake-pixels", "1")).filter(pk=image.pk).exists()
         assert services.catalogue_pending_images(model=("fake-pixels", "2")).filter(pk=image.pk).exists()
+
+
+class TestModelsTrain:
+    def test_it_refuses_a_catalogue_too_small_to_learn_from(self):
+        with pytest.raises(ValidationError):
+            services.models_train()
+
+    def test_training_is_queued_for_the_worker_after_commit(self, monkeypatch, django_capture_on_commit_callbacks):
+        from django_q import tasks as q_tasks
+
+        queued = []
+        monkeypatch.setattr(q_tasks, "async_task", lambda name, **kwargs: queued.append(name))
+        with django_capture_on_commit_callbacks(execute=True):
+            services.models_train_enqueue()
+        assert queued == ["identification.tasks.train_models"]

@@ -5,28 +5,42 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from identification.catalogue import catalogue_records
-from identification.pipeline import reset_pipeline
+from identification import services
 
 
 class Command(BaseCommand):
-    help = "Train side classifier, orientation, metadata and embedding parts from the catalogue (new version)."
+    help = (
+        "Train side classifier, orientation, metadata calibration and embedding projection from the catalogue "
+        "into a new model version, then re-embed the catalogue for it (--no-reindex to skip)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--limit", type=int, help="Use at most this many specimens (quick runs).")
+        parser.add_argument("--no-reindex", action="store_true", help="Do not re-embed the catalogue afterwards.")
+        parser.add_argument(
+            "--background-if-untrained",
+            action="store_true",
+            help="Only if no version is active yet: queue the training for the worker and return at once.",
+        )
 
-    def handle(self, *args, seed=0, limit=None, **options):
-        from mlcore.train import train_all
+    def handle(self, *args, seed=0, limit=None, no_reindex=False, background_if_untrained=False, **options):
+        if background_if_untrained:
+            from mlcore.versions import active_version
 
-        records = catalogue_records()
-        if limit:
-            records = records[:limit]
-        if len(records) < 4:
-            raise CommandError(f"The catalogue has {len(records)} specimens with images; training needs more.")
-        self.stdout.write(f"training on {len(records)} specimens …")
-        report = train_all(records, models_dir=settings.OBVERSE_MODELS_DIR, seed=seed)
-        reset_pipeline()
-        self.stdout.write(json.dumps(getattr(report, "__dict__", report), indent=2, default=str))
+            if active_version(settings.OBVERSE_MODELS_DIR):
+                self.stdout.write("A trained model version is active; nothing to do.")
+                return
+            services.models_train_enqueue()
+            self.stdout.write("No trained models yet: training queued for the worker (identification works meanwhile).")
+            return
+        try:
+            report = services.models_train(
+                seed=seed, limit=limit, reindex=not no_reindex, progress=lambda message: self.stdout.write(message)
+            )
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
+        self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))

@@ -35,10 +35,9 @@ def main() -> int:
     manage("create_demo_users")
     manage("train_models", "--background-if-untrained")
 
-    children = [
-        subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"]),
-        subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
-    ]
+    # Each child leads its own process group, so stopping it also stops the workers qcluster forks.
+    commands = [["runserver", f"{HOST}:{PORT}", "--noreload"], ["qcluster"]]
+    children = [subprocess.Popen([sys.executable, "manage.py", *cmd], start_new_session=True) for cmd in commands]
     print(
         f"\nObverse is running on http://{HOST}:{PORT}/  (Ctrl-C stops web server, worker and database)\n", flush=True
     )
@@ -60,15 +59,18 @@ def main() -> int:
                 stopping = True
         time.sleep(0.5)
 
+    print("Stopping: the worker finishes its current task first (up to a minute) …", flush=True)
     for child in children:
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 20
+            os.killpg(child.pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
     for child in children:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
+            # An interrupted task is safe: tasks are idempotent and the queue delivers it again.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
     if embedded:
         embedded_db.stop()
         print("Embedded PostgreSQL stopped.", flush=True)

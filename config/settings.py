@@ -165,6 +165,10 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# A cache shared by web and worker processes (django-q2 keeps the worker heartbeat in it, which
+# /healthz reads); the table is created by a migration.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "obverse_cache"}}
+
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in
 # memory, so they are recycled after a number of tasks; `timeout` stays below `retry` so a task is
 # never handed to a second worker while the first still runs it.

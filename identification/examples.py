@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.utils.text import slugify
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ def example_photos() -> list[ExamplePhoto]:
         path = examples_dir() / Path(entry.get("file") or entry.get("path", "")).name
         if path.is_file():
             label = entry.get("label") or f"{entry.get('side', 'photo').capitalize()} of {entry.get('record_id', '?')}"
-            photos.append(ExamplePhoto(key=path.stem, path=path, label=label))
+            # Keys go into URLs: record ids carry dots ("DEMO.031.2"), slugs may not.
+            photos.append(ExamplePhoto(key=slugify(path.stem), path=path, label=label))
     return photos
 
 

@@ -61,11 +61,11 @@ class TestExamples:
         settings.OBVERSE_DEMO_DIR = tmp_path
         folder = tmp_path / "examples"
         folder.mkdir()
-        Image.new("RGB", (64, 64), "peru").save(folder / "demo-1-obverse.jpg")
+        Image.new("RGB", (64, 64), "peru").save(folder / "example-01-DEMO.1.obv.jpg")
         (folder / "examples.json").write_text(
-            json.dumps([{"file": "demo-1-obverse.jpg", "record_id": "DEMO-1", "side": "obverse"}])
+            json.dumps([{"file": "example-01-DEMO.1.obv.jpg", "record_id": "DEMO-1", "side": "obverse"}])
         )
-        return "demo-1-obverse"
+        return "example-01-demo1obv"  # record ids carry dots; URL keys are slugs
 
     def test_the_library_is_listed_and_an_example_can_be_submitted(self, client, example):
         html = client.get("/identify/").content.decode()

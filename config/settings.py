@@ -175,7 +175,7 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", 
 Q_CLUSTER = {
     "name": "obverse",
     "orm": "default",
-    "workers": env_int("OBVERSE_WORKERS", 1),
+    "workers": env_int("OBVERSE_WORKERS", 2),  # a long task (training) must not block identifications
     "recycle": 200,
     "timeout": 600,
     "retry": 720,

@@ -429,10 +429,14 @@ def _write_candidates(submission: Submission, images: list[SubmissionImage], pip
     for image in images:
         image.metadata = _predict_metadata(pipeline, image.embedding, _search_side(image), model)
         image.save(update_fields=["metadata"])
-    queries = _queries(images)
-    hits = candidates_search(queries=queries, model=model, filters=submission.filters)
+    _replace_candidates(submission, images, model)
+
+
+def _replace_candidates(submission: Submission, images: list[SubmissionImage], model: tuple[str, str]) -> None:
+    """Search with the submission's filters and store the result; a rerun replaces, never duplicates."""
+    hits = candidates_search(queries=_queries(images), model=model, filters=submission.filters)
     by_position = {image.position: image for image in images}
-    submission.candidates.all().delete()  # a rerun replaces, never duplicates
+    submission.candidates.all().delete()
     Candidate.objects.bulk_create(
         Candidate(
             submission=submission,
@@ -459,23 +463,7 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
         submission.filters = clean
         submission.save(update_fields=["filters", "updated_at"])
         images = list(submission.images.order_by("position"))
-        pipeline = get_pipeline()
-        hits = candidates_search(queries=_queries(images), model=embedding_version(pipeline), filters=clean)
-        by_position = {image.position: image for image in images}
-        submission.candidates.all().delete()
-        Candidate.objects.bulk_create(
-            Candidate(
-                submission=submission,
-                item_id=hit.item_id,
-                rank=rank,
-                score=round(hit.score, 4),
-                side_scores=hit.side_scores,
-                matched_image_id=hit.image_id,
-                query_image=by_position[hit.query_position],
-                rotation=-(by_position[hit.query_position].angle or 0.0),
-            )
-            for rank, hit in enumerate(hits, start=1)
-        )
+        _replace_candidates(submission, images, embedding_version(get_pipeline()))
     return submission
 
 

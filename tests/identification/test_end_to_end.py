@@ -1,0 +1,123 @@
+"""The real path, without fakes: mlcore's pipeline + PostgreSQL + pgvector, on real coins.
+
+Skips with a message when the real data or the models folder is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from identification import services
+from identification.models import SubmissionStatus
+from identification.pipeline import reset_pipeline
+from mlcore.setup_models import ModelFileError, check_file
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.django_db, pytest.mark.data]
+
+
+@pytest.fixture(autouse=True)
+def real_models(settings):
+    try:
+        check_file(Path(settings.OBVERSE_MODELS_DIR), "u2netp")
+    except ModelFileError as exc:
+        pytest.skip(f"models folder not prepared: {exc}")
+    reset_pipeline()
+    yield
+    reset_pipeline()
+
+
+def _submit(data: bytes, name: str = "photo.jpg"):
+    upload = SimpleUploadedFile(name, data, content_type="image/jpeg")
+    submission = services.submission_create(files=[upload], requester_name="Ada", requester_email="a@example.org")
+    services.submission_process(submission_id=submission.pk)
+    submission.refresh_from_db()
+    return submission
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+class TestBadInput:
+    def test_bytes_that_are_not_an_image_fail_the_submission_with_the_reason(self):
+        submission = _submit(b"\x00\x13garbage" * 64, "photo.jpg")
+        assert submission.status == SubmissionStatus.FAILED
+        assert "not an image" in submission.error.lower()
+
+    def test_a_pdf_named_jpg_is_refused_by_what_it_is(self):
+        submission = _submit(b"%PDF-1.4 this is not a photo", "notes.jpg")
+        assert submission.status == SubmissionStatus.FAILED
+        assert "PDF" in submission.error
+
+    def test_a_truncated_jpeg_fails_with_the_reason(self, ans_dir):
+        data = (ans_dir / "images").glob("*.obv.jpg").__next__().read_bytes()
+        submission = _submit(data[: len(data) // 3])
+        assert submission.status == SubmissionStatus.FAILED and submission.error
+
+    def test_a_photo_with_no_coin_fails_with_the_reason(self):
+        submission = _submit(_jpeg(Image.new("RGB", (400, 300), (235, 235, 235))))
+        assert submission.status == SubmissionStatus.FAILED
+        assert "coin" in submission.error.lower()
+
+
+class TestRealCoin:
+    def test_a_turned_photo_of_a_catalogued_coin_is_processed_and_its_type_is_a_candidate(self, ans_dir, tmp_path):
+        from collection.importers.tabular import import_csv_file
+        from collection.models import Specimen, SpecimenImage
+
+        import_csv_file(_head(ans_dir / "labels.csv", 8, tmp_path / "head.csv"), images_dir=ans_dir)
+        pipeline = services.get_pipeline()
+        for image_id in SpecimenImage.objects.values_list("pk", flat=True):
+            assert services.catalogue_image_index(image_id=image_id, pipeline=pipeline)
+        specimen = Specimen.objects.filter(item__isnull=False).order_by("record_id").first()
+        photo = Image.open(ans_dir / "images" / f"{specimen.record_id}.obv.jpg").rotate(25, fillcolor="white")
+        submission = _submit(_jpeg(photo))
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW, submission.error
+        image = submission.images.get()
+        assert image.cutout and image.original and image.side in {"obverse", "reverse", "unknown"}
+        item_ids = list(submission.candidates.order_by("rank").values_list("item_id", flat=True))
+        assert 1 <= len(item_ids) <= 8 and len(set(item_ids)) == len(item_ids)
+        assert specimen.item_id in item_ids
+
+
+def _head(path: Path, rows: int, target: Path) -> Path:
+    """labels.csv limited to the rows whose record is the first ``rows`` images on disk (sorted)."""
+    import csv
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    images = sorted(p.name.split(".obv")[0] for p in (path.parent / "images").glob("*.obv.jpg"))[:rows]
+    with path.open(encoding="utf-8", newline="") as source, target.open("w", encoding="utf-8", newline="") as out:
+        reader = csv.DictReader(source)
+        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(row for row in reader if row["record_id"] in images)
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir)]
+    cmd += ["--catalogue-limit", "24", "--limit", "1", "--seed", "1", "--out", str(out)]
+    env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0"}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["queries"] >= 1 and result["pair_queries"] >= 1
+    for key in ("recall_at_1", "recall_at_8", "recall_at_8_pair", "side_accuracy"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["recall_at_1"] <= result["recall_at_8"]
+    assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
+    assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]

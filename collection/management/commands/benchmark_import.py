@@ -158,22 +158,44 @@ def _row_counts(name: str) -> dict[str, int]:
 
 
 def _measure(cmd: list[str], env: dict[str, str]) -> dict:
-    """Run a child process; its wall time and peak RSS (from wait4's rusage: this child only)."""
+    """Run a child process; its wall time, CPU time and peak RSS.
+
+    The peak is the child's VmHWM (high-water mark of its own address space, reset by exec), polled
+    while it runs: rusage's ru_maxrss would also count the parent's memory copied at fork, which
+    makes the figure meaningless when the parent is large (a test process that loaded torch).
+    """
     started = time.monotonic()
+    peak_kib = 0
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
+            time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting for it again
         wall_s = time.monotonic() - started
         output.seek(0)
         text = output.read().decode("utf-8", "replace")[-4000:]
     return {
         "wall_s": round(wall_s, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports kilobytes
+        "peak_rss_mib": round((peak_kib or usage.ru_maxrss) / 1024, 1),  # Linux reports kilobytes
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "returncode": proc.returncode,
         "output": text,
     }
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _read_json(path: Path) -> dict:

@@ -11,6 +11,10 @@ Choices (documented because callers rely on them):
   SVG, PDF, text, HEIC (no decoder here), EPS (would run Ghostscript) — is refused.
 * Limits are checked on the header, before any pixel is decoded (decompression bombs). Pillow's own
   bomb check (``Image.MAX_IMAGE_PIXELS``) stays in force as a second net and is reported the same way.
+  ``probe_image`` runs only these header checks, cheaply enough for the web request that receives an
+  upload; ``decode_image`` runs them again and then decodes.
+* Whatever a crafted or damaged file makes a decoder raise is reported as ``ImageDecodeError``, never
+  as another exception (tests/mlcore/test_imageio_fuzz.py fuzzes this).
 * Animated GIF/WebP and multi-page TIFF: the first frame is used (phones and galleries show it).
 * Large photos are decoded reduced: JPEGs via ``draft`` (DCT scaling, much cheaper), other formats
   resized after decoding, so that the longer side is at most ``DecodeLimits.max_side``.
@@ -22,6 +26,7 @@ Choices (documented because callers rely on them):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -39,6 +44,11 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 
 NOT_AN_IMAGE = "The file is not an image (or is damaged)."
 SUPPORTED = "Please upload a photo (JPEG, PNG or WebP)."
+SNIFF_BYTES = 2048  # enough of the head of a file to recognise documents that are not photos
+
+# What Pillow's parsers and decoders raise on crafted or damaged input (besides their own errors):
+# all of them mean "not a usable image" to the person who uploaded the file.
+DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
 
 
 class ImageDecodeError(ValueError):
@@ -57,6 +67,18 @@ class DecodeLimits:
     max_pixels: int = 50_000_000
     min_side: int = 32
     max_side: int = 4096
+    # A strip thousands of times longer than wide is no photo of an object, and reducing it to
+    # ``max_side`` would leave a line one pixel high for the pipeline to choke on.
+    max_aspect: float = 20.0
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What the header of an upload says (no pixel decoded): its format and dimensions."""
+
+    format: str
+    width: int
+    height: int
 
 
 def _read_source(source: bytes | str | os.PathLike | BinaryIO, limits: DecodeLimits) -> bytes:
@@ -91,11 +113,15 @@ def _too_many_bytes(size: int, limits: DecodeLimits) -> str:
 
 def _sniff_non_image(data: bytes) -> str | None:
     """A specific message for common non-photo uploads, or None."""
-    head = data[:2048].lstrip().lower()
+    head = data[:SNIFF_BYTES].lstrip().lower()
     if head.startswith(b"%pdf"):
         return f"PDF documents are not supported. {SUPPORTED}"
     if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in head):
         return f"SVG drawings are not supported. {SUPPORTED}"
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<script")):
+        return f"Web pages (HTML) are not supported. {SUPPORTED}"
+    if data.startswith((b"PK\x03\x04", b"PK\x05\x06", b"Rar!", b"7z\xbc\xaf", b"\x1f\x8b")):
+        return f"Archives (ZIP, RAR, 7z, gzip) are not supported. {SUPPORTED}"
     if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypavif"):
         return f"HEIC/AVIF photos are not supported yet. {SUPPORTED}"
     return None
@@ -105,15 +131,20 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.0f}" if pixels >= 10e6 else f"{pixels / 1e6:.1f}"
 
 
-def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
-    """Open lazily (header only) and check dimensions before any pixel is decoded."""
+def _open_checked(fh: BinaryIO, head: bytes, limits: DecodeLimits) -> Image.Image:
+    """Open lazily (header only) and check dimensions before any pixel is decoded.
+
+    ``head`` is the start of the file, for a specific message when it is a document, not a photo.
+    """
     try:
         with warnings.catch_warnings():
             # Our own limit below is the one users see; Pillow's warning would only add log noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Damaged TIFF/EXIF headers make Pillow warn; the decode that follows decides.
+            warnings.simplefilter("ignore", UserWarning)
             Image.init()  # registers every plugin (MPO is not among Pillow's pre-loaded ones)
             formats = [name for name in ALLOWED_FORMATS if name in Image.OPEN]
-            image = Image.open(io.BytesIO(data), formats=formats)
+            image = Image.open(fh, formats=formats)
     except Image.DecompressionBombError as exc:
         match = re.search(r"\((\d+) pixels\)", str(exc))
         size = f": {_megapixels(int(match.group(1)))} megapixels" if match else ""
@@ -121,8 +152,8 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
             f"The photo is too large{size} (limit {_megapixels(limits.max_pixels)} megapixels)."
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(_sniff_non_image(data) or NOT_AN_IMAGE) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(_sniff_non_image(head) or NOT_AN_IMAGE) from exc
+    except DECODER_ERRORS as exc:
         raise ImageDecodeError(NOT_AN_IMAGE) from exc
     width, height = image.size
     if width * height > limits.max_pixels:
@@ -134,7 +165,48 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
         raise ImageDecodeError(
             f"The photo is too small: {width}×{height} pixels (at least {limits.min_side} on each side)."
         )
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise ImageDecodeError(
+            f"The photo is too narrow: {width}×{height} pixels "
+            f"(the long side may be at most {limits.max_aspect:g} times the short side)."
+        )
     return image
+
+
+def probe_image(source: bytes | str | os.PathLike | BinaryIO, *, limits: DecodeLimits = DecodeLimits()) -> ImageProbe:
+    """Check an upload from its header only: size in bytes, format, dimensions. No pixel is decoded.
+
+    Cheap enough for the web request that receives the upload (reads a few kilobytes); raises
+    ImageDecodeError with the same messages as ``decode_image``. A file that passes may still fail
+    to decode (truncated or corrupt pixel data): that is found by ``decode_image`` later. An open
+    file is left at the position it had.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _probe_file(io.BytesIO(bytes(source)), limits)
+    if isinstance(source, str | os.PathLike):
+        try:
+            with open(source, "rb") as fh:
+                return _probe_file(fh, limits)
+        except OSError as exc:
+            raise ImageDecodeError("The file could not be read.") from exc
+    return _probe_file(source, limits)
+
+
+def _probe_file(fh: BinaryIO, limits: DecodeLimits) -> ImageProbe:
+    start = fh.tell()
+    try:
+        size = fh.seek(0, io.SEEK_END) - start
+        fh.seek(start)
+        if size <= 0:
+            raise ImageDecodeError("The file is empty.")
+        if size > limits.max_bytes:
+            raise ImageDecodeError(_too_many_bytes(size, limits))
+        head = fh.read(SNIFF_BYTES)
+        fh.seek(start)
+        image = _open_checked(fh, head, limits)
+        return ImageProbe(format=image.format or "", width=image.width, height=image.height)
+    finally:
+        fh.seek(start)
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:
@@ -153,14 +225,21 @@ def _to_srgb(image: Image.Image) -> Image.Image:
 
 
 def _scale_to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit greyscale to 8 bits by scaling (Pillow's own convert would clip at 255)."""
-    array = np.asarray(image, dtype=np.float64)
+    """16-bit / 32-bit greyscale to 8 bits by scaling (Pillow's own convert would clip at 255).
+
+    Works in bands of rows: a float copy of a whole 50-megapixel image would need 400 MB.
+    """
+    array = np.asarray(image)
+    peak = float(array.max()) if array.size else 0.0
     if image.mode == "F":
-        peak = float(array.max()) if array.size else 0.0
         scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / peak)
     else:
-        scale = 255.0 / 65535.0 if float(array.max()) > 255 else 1.0
-    return Image.fromarray(np.clip(array * scale + 0.5, 0, 255).astype(np.uint8), mode="L")
+        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+    out = np.empty(array.shape, dtype=np.uint8)
+    for top in range(0, array.shape[0], 256):
+        band = array[top : top + 256].astype(np.float32) * np.float32(scale) + np.float32(0.5)
+        out[top : top + 256] = np.clip(band, 0, 255)
+    return Image.fromarray(out, mode="L")
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -169,9 +248,9 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
         image = _scale_to_8bit(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in ("LA", "PA", "La", "RGBa", "RGBA"):
+    elif image.mode in ("LA", "PA", "La", "RGBa"):
         image = image.convert("RGBA")
-    elif image.mode != "RGB":
+    elif image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
     if image.mode == "RGBA" and not alpha_is_meaningful(image):
         image = image.convert("RGB")
@@ -189,7 +268,7 @@ def alpha_is_meaningful(image: Image.Image) -> bool:
 def decode_image(source: bytes | str | os.PathLike | BinaryIO, *, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
     """Decode an uploaded photo to an upright ``RGB``/``RGBA`` Pillow image, or raise ImageDecodeError."""
     data = _read_source(source, limits)
-    image = _open_checked(data, limits)
+    image = _open_checked(io.BytesIO(data), data[:SNIFF_BYTES], limits)
     try:
         image.seek(0)  # first frame of an animation or multi-page file (before draft: MPO's seek resets it)
         if image.format in ("JPEG", "MPO") and max(image.size) > limits.max_side:
@@ -197,12 +276,10 @@ def decode_image(source: bytes | str | os.PathLike | BinaryIO, *, limits: Decode
             image.draft(image.mode, (limits.max_side, limits.max_side))
         image.load()
         icc = image.info.get("icc_profile")
-        try:
-            upright = ImageOps.exif_transpose(image)
-        except (OSError, ValueError, TypeError, KeyError, SyntaxError):
-            upright = image  # unreadable EXIF: keep the pixels as stored rather than refuse the photo
-        if upright is not None:
-            image = upright
+        # Unreadable EXIF: keep the pixels as stored rather than refuse the photo. In place, because
+        # a turned copy of a 50-megapixel photo would double the peak memory.
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, SyntaxError, struct.error):
+            ImageOps.exif_transpose(image, in_place=True)
         if icc:
             image.info["icc_profile"] = icc
         image = _to_srgb(image)
@@ -211,7 +288,7 @@ def decode_image(source: bytes | str | os.PathLike | BinaryIO, *, limits: Decode
         raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"The photo is too large (limit {_megapixels(limits.max_pixels)} megapixels).") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+    except DECODER_ERRORS as exc:
         raise ImageDecodeError(NOT_AN_IMAGE) from exc
     if max(image.size) > limits.max_side:
         image.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)

@@ -48,7 +48,9 @@ class RecordError(Exception):
 class ImportResult:
     """What an import did: counts, the records that failed (with reasons) and the time it took.
 
-    ``image_ids`` lists catalogue images added or replaced, so a caller can queue them for indexing.
+    ``warnings`` are records imported as they are but worth a look (cells a spreadsheet would run
+    as formulas). ``image_ids`` lists catalogue images added or replaced, so a caller can queue them
+    for indexing.
     """
 
     created: int = 0
@@ -60,6 +62,7 @@ class ImportResult:
     images_linked: int = 0
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -73,16 +76,18 @@ class ImportResult:
         """A readable report: the counts, notes, and one line per failed record."""
         lines = [f"Import finished: {self}"]
         lines += [f"Note: {note}" for note in self.notes]
-        if self.failed:
-            lines.append("Failed records:")
-            lines += [f"  {key}: {reason}" for key, reason in self.failed[:max_failures]]
-            if len(self.failed) > max_failures:
-                lines.append(f"  … and {len(self.failed) - max_failures} more")
+        for title, entries in (("Failed records:", self.failed), ("Warnings:", self.warnings)):
+            if entries:
+                lines.append(title)
+                lines += [f"  {key}: {reason}" for key, reason in entries[:max_failures]]
+                if len(entries) > max_failures:
+                    lines.append(f"  … and {len(entries) - max_failures} more")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = [list(pair) for pair in self.failed]
+        data["warnings"] = [list(pair) for pair in self.warnings]
         del data["image_ids"]
         return data
 
@@ -129,6 +134,8 @@ class ImportRun:
             self._fail(key, f"invalid value: {services.validation_message(exc)}")
         except (ValueError, DatabaseError) as exc:
             self._fail(key, f"{type(exc).__name__}: {exc}".strip())
+        except OSError as exc:  # the media folder is full or unwritable: the record is rolled back, no files kept
+            self._fail(key, f"cannot store the image ({exc.strerror or exc}); check the media folder's free space")
         except Exception as exc:  # one record must never stop the import; keep the traceback in the log
             logger.exception("unexpected error importing %s", key)
             self._fail(key, f"unexpected error ({type(exc).__name__}: {exc})")
@@ -137,6 +144,10 @@ class ImportRun:
                 self.result.created += 1
             else:
                 self.result.updated += 1
+
+    def warn(self, key: str, reason: str) -> None:
+        """Report something worth a look about a record that is imported all the same."""
+        self.result.warnings.append((key, reason))
 
     def fail(self, key: str, reason: str) -> None:
         """Report a unit that failed before any of it was written (a file that cannot be parsed)."""
@@ -263,6 +274,31 @@ def parse_axis(value: str | None) -> int | None:
     if not 0 <= hours <= 12:
         raise RecordError(f"bad number in axis: {value!r} is not clock hours (1–12)")
     return hours or 12
+
+
+# Cells a spreadsheet program runs as a formula when they start with one of these (OWASP "CSV
+# injection"): '=cmd|' /C calc'!A0', '=HYPERLINK(…)', '@SUM(…)'. Tab and carriage return count too,
+# since some programs strip them first.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
+
+
+def is_formula_like(cell: str) -> bool:
+    """Whether a spreadsheet would read the cell as a formula (plain numbers such as '-44' are not)."""
+    return cell.startswith(FORMULA_TRIGGERS) and not _PLAIN_NUMBER.match(cell.strip())
+
+
+def formula_neutralise(cell: str) -> str:
+    """The cell made inert for spreadsheets: a formula-like value gets a leading single quote (OWASP).
+
+    Spreadsheets show such a cell as text without the quote; ``formula_restore`` removes it on import.
+    """
+    return f"'{cell}" if is_formula_like(cell) else cell
+
+
+def formula_restore(cell: str) -> str:
+    """Undo ``formula_neutralise``: "'=x" is "=x" (a spreadsheet, too, treats the quote as a text marker)."""
+    return cell[1:] if cell.startswith("'") and is_formula_like(cell[1:]) else cell
 
 
 def item_title_from(title: str, record_id: str) -> str:

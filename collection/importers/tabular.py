@@ -3,6 +3,10 @@
 One row is one specimen, keyed by ``record_id``. The header is checked before any row is read: a
 column that is neither known nor an alias stops the import with an error naming it, so a typo
 never silently drops data. The file must be UTF-8 (a BOM is fine).
+
+Cells are data, never formulas: one that a spreadsheet would run (``=…``, ``+…``, ``@…``) is stored
+as the plain text it is and reported as a warning; a leading single quote that an export added to
+neutralise such a cell is removed again (collection/exporters.py), so export → import is lossless.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collection.importers.base import (
     RecordError,
     ans_source_values,
     clean_text,
+    formula_restore,
+    is_formula_like,
     item_title_from,
     parse_axis,
     parse_decimal,
@@ -218,10 +224,17 @@ def _import_rows(
             run.fail(f"line {line}", f"has {len(cells)} cells, the header has {len(header)}")
             continue
         row = {name: cells[position] for name, position in index.items()}
+        risky = [name.strip() for name, cell in row.items() if is_formula_like(cell)]
+        row = {name: formula_restore(cell) for name, cell in row.items()}
         record_id = clean_text(row[layout.columns["record_id"]])
         if not record_id:
             run.fail(f"line {line}", "record_id is empty")
             continue
+        if risky:
+            run.warn(
+                record_id,
+                f"line {line}: {', '.join(risky)} would run as a spreadsheet formula; stored as plain text",
+            )
         run.record(
             record_id, lambda row=row, record_id=record_id: _write_row(run, layout, row, record_id, base_dir, source)
         )

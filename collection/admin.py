@@ -19,8 +19,7 @@ def _thumbnail(image: SpecimenImage | None, size: int = 80) -> str:
     if not src:
         return "—"
     return format_html(
-        '<img src="{}" alt="{} image" width="{}" height="{}" style="object-fit:contain;background:#fff;'
-        'border:1px solid #ddd;border-radius:4px">',
+        '<img src="{}" alt="{} image" width="{}" height="{}" class="obverse-admin-thumb">',
         src,
         image.get_side_display(),
         size,
@@ -41,6 +40,9 @@ class CatalogueAdmin(admin.ModelAdmin):
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 90})},
         models.CharField: {"widget": forms.TextInput(attrs={"size": 70})},
     }
+
+    class Media:
+        css = {"all": ["css/admin.css"]}
 
 
 @admin.register(Source)

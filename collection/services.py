@@ -428,10 +428,8 @@ def specimen_image_attach(
     stem = get_valid_filename(f"{specimen.record_id}.{side}")
     written: list[str] = []
     try:
-        row.image.save(f"{stem}{prepared.extension}", ContentFile(prepared.content), save=False)
-        written.append(row.image.name)
-        row.thumbnail.save(f"{stem}.jpg", ContentFile(prepared.thumbnail), save=False)
-        written.append(row.thumbnail.name)
+        written.append(_store_file(row.image, f"{stem}{prepared.extension}", prepared.content))
+        written.append(_store_file(row.thumbnail, f"{stem}.jpg", prepared.thumbnail))
         with transaction.atomic(savepoint=False):
             row.save()
             if existing is not None:
@@ -442,6 +440,25 @@ def specimen_image_attach(
     if old_files:
         transaction.on_commit(lambda: _delete_files([name for name in old_files if name not in written]))
     return row, "replaced" if had_file else "added"
+
+
+def _store_file(field_file, filename: str, content: bytes) -> str:
+    """``field_file.save(filename, save=False)``; a file half-written when the disk filled up is removed.
+
+    The storage writes in place and leaves a partial file when a write fails, under the free name it
+    chose; that name is worked out first the same way, so it can be deleted on failure.
+    """
+    storage = field_file.storage
+    target = storage.get_available_name(
+        field_file.field.generate_filename(field_file.instance, filename), max_length=field_file.field.max_length
+    )
+    try:
+        field_file.save(filename, ContentFile(content), save=False)
+    except OSError:
+        with contextlib.suppress(OSError):
+            storage.delete(target)
+        raise
+    return field_file.name
 
 
 def specimen_image_files_delete(*, names: Sequence[str]) -> None:

@@ -19,6 +19,9 @@ ENVIRONMENT = env_str("OBVERSE_ENV", "development")
 if ENVIRONMENT not in {"development", "production"}:
     raise ImproperlyConfigured(f"OBVERSE_ENV must be 'development' or 'production', not {ENVIRONMENT!r}.")
 DEBUG = env_bool("DJANGO_DEBUG", ENVIRONMENT == "development")
+if DEBUG and ENVIRONMENT == "production":
+    # DEBUG pages show settings, SQL and source to anyone: never on a deployed site.
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off when OBVERSE_ENV=production.")
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if ENVIRONMENT == "production":
@@ -57,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -115,19 +119,49 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # form fields; files are limited separately
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
-# Security headers; HTTPS-only settings are on whenever DEBUG is off.
+# Security headers on every response (tests/config/test_security.py). Django sends nosniff,
+# Referrer-Policy, Cross-Origin-Opener-Policy and X-Frame-Options; config.middleware adds the CSP and
+# Permissions-Policy. No page has inline script, inline style or on* handlers, so the CSP allows none.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-if not DEBUG:
+OBVERSE_CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    # blob: for the preview of the photo just chosen on /identify/; OBVERSE_CSP_IMG_SRC adds origins
+    # (e.g. a source's image server, for catalogue images kept only as remote links).
+    "img-src": ["'self'", "blob:", *env_list("OBVERSE_CSP_IMG_SRC", [])],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "media-src": ["'self'", "blob:"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# camera=(self): /identify/ takes a photo with the phone's camera; nothing else is used.
+OBVERSE_PERMISSIONS_POLICY = "camera=(self), microphone=(), geolocation=(), payment=(), usb=()"
+# OBVERSE_HTTPS (default: on whenever DEBUG is off) says the site is reached over HTTPS: secure
+# cookies, HSTS and the redirect to https. Turn it off only for a plain-HTTP intranet test install;
+# `manage.py check --deploy` then rightly warns.
+OBVERSE_HTTPS = env_bool("OBVERSE_HTTPS", not DEBUG)
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if OBVERSE_HTTPS:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # the proxy in front must set or strip it
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 60 * 60 * 24 * 30)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # security.W021 (HSTS preload) is silenced deliberately: entering a domain in the browsers'
+        # preload list is a near-irreversible choice of the domain's owner (every subdomain HTTPS-only),
+        # not a default an application may make. DJANGO_HSTS_PRELOAD=1 opts in. Nothing else is silenced.
+        SILENCED_SYSTEM_CHECKS.append("security.W021")
 
 # Email: printed to the console unless a real backend is configured.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -192,6 +226,8 @@ OBVERSE_MAX_UPLOAD_BYTES = env_int("OBVERSE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 OBVERSE_ANON_SUBMISSIONS_PER_HOUR = env_int("OBVERSE_ANON_SUBMISSIONS_PER_HOUR", 20)
 OBVERSE_PROCESSING_TIMEOUT_S = env_int("OBVERSE_PROCESSING_TIMEOUT_S", 540)  # below Q_CLUSTER timeout
 OBVERSE_PROCESSING_MAX_ATTEMPTS = env_int("OBVERSE_PROCESSING_MAX_ATTEMPTS", 3)
+# A received submission untouched this long with no queued task was lost by the queue: the sweep requeues it.
+OBVERSE_SWEEP_RECEIVED_AFTER_S = env_int("OBVERSE_SWEEP_RECEIVED_AFTER_S", 300)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))

@@ -17,3 +17,9 @@ def index_catalogue_images(image_ids: list[int]) -> int:
 def train_models() -> str:
     """Train a new model version from the catalogue and re-index it (long; one at a time)."""
     return services.models_train().version
+
+
+def sweep_submissions() -> str:
+    """Requeue or fail submissions the queue lost or whose worker died (run every few minutes by a Schedule)."""
+    report = services.submission_sweep_stuck()
+    return f"requeued {len(report.requeued)}, failed {len(report.failed)}"

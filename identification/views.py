@@ -24,6 +24,7 @@ def _client_ip(request: HttpRequest) -> str | None:
 @require_http_methods(["GET", "POST"])
 def identify(request: HttpRequest) -> HttpResponse:
     form = SubmissionForm(request.POST or None, request.FILES or None)
+    status = None
     if request.method == "POST" and form.is_valid():
         files, sides = form.files_and_sides()
         try:
@@ -40,10 +41,13 @@ def identify(request: HttpRequest) -> HttpResponse:
             for field, reasons in exc.message_dict.items():
                 target = {"images": "photo_1", "sides": "side_1"}.get(field, field)
                 form.add_error(target if target in form.fields else None, reasons)
+        except services.StorageUnavailable as exc:  # disk full or unwritable: the form again, with the reason
+            form.add_error(None, exc.message)
+            status = exc.status
         else:
             return redirect(submission)
     context = {"form": form, "examples": examples.example_photos()}
-    return render(request, "identification/identify.html", context, status=400 if form.errors else 200)
+    return render(request, "identification/identify.html", context, status=status or (400 if form.errors else 200))
 
 
 @require_POST
@@ -63,6 +67,9 @@ def identify_example(request: HttpRequest, key: str) -> HttpResponse:
         )
     except ValidationError as exc:
         messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+        return redirect("identification:identify")
+    except services.StorageUnavailable as exc:
+        messages.error(request, exc.message)
         return redirect("identification:identify")
     return redirect(submission)
 
@@ -134,6 +141,8 @@ def submission_status(request: HttpRequest, pk) -> JsonResponse:
 
 @require_POST
 def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
+    if selectors.submission_get(pk=pk) is None:  # an unknown UUID is a 404, not a server error
+        raise Http404("No such submission.")
     form = CandidateFilterForm(request.POST)
     if form.is_valid():
         try:

@@ -45,6 +45,8 @@ class SubmissionCreateView(APIView):
                 {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
             ),
             400: inline_serializer("SubmissionErrors", {"errors": serializers.DictField()}),
+            503: inline_serializer("SubmissionStorageUnavailable", {"errors": serializers.DictField()}),
+            507: inline_serializer("SubmissionStorageFull", {"errors": serializers.DictField()}),
         },
     )
     def post(self, request):
@@ -71,6 +73,8 @@ class SubmissionCreateView(APIView):
             )
         except ValidationError as exc:
             return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
+        except services.StorageUnavailable as exc:  # 507 disk full / 503 unwritable; nothing was stored
+            return Response(_errors({"non_field_errors": [exc.message]}), status=exc.status)
         body = {
             "id": str(submission.pk),
             "status": submission.status,

@@ -118,3 +118,16 @@ def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fak
     assert Candidate.objects.filter(submission=done).count() == 2
     assert tasks.process_submission(str(submission.pk)) is False
     assert Candidate.objects.filter(submission=done).count() == 2
+
+
+@pytest.mark.django_db
+def test_sweep_submissions_task_requeues_a_lost_submission(monkeypatch, django_capture_on_commit_callbacks):
+    queued = []
+    monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: queued.append(submission_id))
+    lost = _submit()
+    Submission.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.sweep_submissions() == "requeued 1, failed 0"
+    assert queued == [lost.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.sweep_submissions() == "requeued 0, failed 0"  # its clock restarted: not queued twice

@@ -5,7 +5,7 @@ PIP := .venv/bin/pip
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install models db run test lint bench bench-scale stop-db
+.PHONY: install models db run test lint bench bench-scale stop-db browser stress
 
 install: $(STAMP)
 
@@ -29,7 +29,19 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
-test: models db lint
+# Debian's Chromium for the browser test (tests/identification/test_browser.py): installed with
+# apt-get when it is missing and we are root, as in CI. Playwright only drives it, never downloads one.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser test..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium not found and not root: the browser test will be skipped (and fail where CI=true);" \
+			"install Debian's chromium (sudo apt-get install chromium) to run it."; \
+	fi
+
+test: models db lint browser
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
@@ -39,6 +51,11 @@ bench: models db
 
 bench-scale: models db
 	$(PY) manage.py bench_scale --sizes 10000,100000,600000 --out var/bench/scale.json
+
+# Load: 200 submissions from 20 clients against gunicorn + a worker on a throw-away database
+# (STRESS_ARGS="--submissions 20 --clients 4" for a quick run); figures in var/bench/stress.json.
+stress: models db
+	$(PY) -m config.stress $(STRESS_ARGS)
 
 stop-db: install
 	$(PY) -m config.embedded_db stop

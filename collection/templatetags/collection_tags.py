@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from collection.models import Item, Side, SpecimenImage
 
@@ -53,3 +55,13 @@ def measure(value) -> str:
     except (InvalidOperation, ValueError):
         return str(value)
     return text
+
+
+@register.filter
+def age(moment) -> str:
+    """How long ago ``moment`` was, in words; "under a minute" instead of Django's "0 minutes"."""
+    if not moment:
+        return ""
+    if (timezone.now() - moment).total_seconds() < 60:
+        return "under a minute"
+    return timesince(moment)

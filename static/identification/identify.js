@@ -6,6 +6,9 @@
     var input = zone.querySelector("input[type=file]");
     var preview = zone.querySelector(".preview");
     var text = zone.querySelector(".drop-text");
+    // With scripts on, the drop zone (a label for the input) is the one control; the native input stays
+    // in the page, visually hidden but focusable, so keyboards and screen readers still reach it.
+    zone.classList.add("enhanced");
     function show(file) {
       if (!file || !file.type || file.type.indexOf("image/") !== 0) { return; }
       preview.src = URL.createObjectURL(file);

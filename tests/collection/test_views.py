@@ -195,6 +195,12 @@ class TestItemDetail:
         )
         assert "1.45–1.65 g" in _text(response)
 
+    def test_the_measurements_table_is_left_out_when_no_specimen_was_measured(self, client):
+        item = make_item(reference="UNMEASURED 1")
+        make_specimen(item, record_id="UNMEASURED.1", weight_g=None, diameter_mm=None)
+        html = _text(client.get(item.get_absolute_url()))
+        assert "UNMEASURED.1" in html and "Measurements" not in html
+
     def test_it_never_shows_findspot_or_provenance(self, client, catalogue):
         html = _text(client.get(catalogue["item"].get_absolute_url()))
         assert SECRET_FINDSPOT not in html

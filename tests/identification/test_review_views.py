@@ -103,7 +103,7 @@ class TestReviewPage:
         assert [image["id"] for image in first["images"]] == [matched.pk, other.pk]
         assert data["query"][0]["cutout"] == submission.images.get().cutout.url
         assert 'name="decision"' in html and "review/review.js" in html
-        assert "rotate(-30.0deg)" in html
+        assert 'data-rotate="-30.0"' in html
 
     def test_its_query_count_does_not_grow_with_candidates_or_specimens(self, client, volunteer):
         from identification.models import Candidate

@@ -98,7 +98,7 @@ class TestSubmissionPages:
         html = client.get(submission.get_absolute_url()).content.decode()
         assert "Your photo" in html and "Cut-out" in html
         assert "RIC IX 8B" in html and item.get_absolute_url() in html
-        assert "rotate(-30.0deg)" in html  # the catalogue image turned to the query's orientation
+        assert 'data-rotate="-30.0"' in html  # the catalogue image turned to the query's orientation
         assert "None of these look right?" in html
         assert "a@example.org" not in html
 

@@ -54,16 +54,84 @@ def private_uploads() -> FileSystemStorage:
     return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
 
 
+class StorageUnavailable(Exception):
+    """Photos cannot be stored now (disk full, or the uploads folder unwritable): nothing was kept; retry later.
+
+    ``status`` is the HTTP status to answer with: 507 Insufficient Storage for a full disk, else 503.
+    """
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageUnavailable:
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cls("The server has no room to store photos right now. Please try again later.", status=507)
+        return cls("The server cannot store photos right now. Please try again later.", status=503)
+
+
+def _uploads_discard(storage: FileSystemStorage, submission_id) -> None:
+    """Remove a submission's upload folder, including a file left half-written by a full disk."""
+    import shutil
+
+    shutil.rmtree(storage.path(str(submission_id)), ignore_errors=True)
+
+
 # --- Accepting a submission -------------------------------------------------------------------
 
 
 def _rate_limited(*, client_ip: str | None, email: str) -> bool:
+    """Whether this network or this email address has used up the anonymous submissions of the last hour.
+
+    Only anonymous submissions count (signed-in users and API partners are limited elsewhere, if at
+    all). An IPv6 client is counted by its /64 network, which one household or phone usually holds
+    whole; an email by its address without a "+tag" and case, so "Ada+1@x.org" is "ada@x.org".
+    """
+    import ipaddress
+
+    from django.db.models import BooleanField, Q
+    from django.db.models.expressions import RawSQL
+
     since = timezone.now() - timedelta(hours=1)
     recent = Submission.objects.filter(created_at__gte=since, submitted_by__isnull=True)
     limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
-    if client_ip and recent.filter(client_ip=client_ip).count() >= limit:
-        return True
-    return bool(email) and recent.filter(requester_email__iexact=email).count() >= limit
+    if client_ip:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            address = None
+        if address is not None and address.version == 6 and address.ipv4_mapped is None:
+            network = str(ipaddress.ip_network(f"{address}/64", strict=False))
+            same_network = RawSQL("client_ip <<= %s::inet", [network], output_field=BooleanField())
+            if recent.filter(same_network).count() >= limit:
+                return True
+        elif recent.filter(client_ip=client_ip).count() >= limit:
+            return True
+    local, at, domain = email.strip().lower().rpartition("@")
+    if not at or not local:
+        return False
+    base = local.split("+", 1)[0]
+    same_person = Q(requester_email__iexact=f"{base}@{domain}") | Q(
+        requester_email__istartswith=f"{base}+", requester_email__iendswith=f"@{domain}"
+    )
+    return recent.filter(same_person).count() >= limit
+
+
+# Markup at the start of a file (or anywhere in its first KiB, as in GIF/HTML polyglots) is what a
+# browser would sniff as a page; such an upload is refused at once, whatever its name or declared type.
+MARKUP_SIGNATURES = (b"<html", b"<svg", b"<script", b"<!doctype", b"<body", b"<iframe")
+
+
+def _is_markup(upload: UploadedFile) -> bool:
+    upload.seek(0)
+    head = upload.read(1024)
+    upload.seek(0)
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n\x00").lower()
+    return stripped.startswith(b"<") or any(signature in head.lower() for signature in MARKUP_SIGNATURES)
 
 
 def submission_validate(
@@ -76,7 +144,13 @@ def submission_validate(
     client_ip,
     contact_required: bool = True,
 ) -> dict[str, list[str]]:
-    """Field → reasons; empty when the submission may be accepted. Cheap checks only: decoding is the worker's."""
+    """Field → reasons; empty when the submission may be accepted.
+
+    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details and the
+    anonymous rate limit. Decoding is the worker's, which fails the submission if the pixels are damaged.
+    """
+    from mlcore.imageio import DecodeLimits, ImageDecodeError, probe_image
+
     errors: dict[str, list[str]] = {}
     if not files:
         errors["images"] = ["Add one or two photos."]
@@ -89,6 +163,17 @@ def submission_validate(
             elif upload.size > settings.OBVERSE_MAX_UPLOAD_BYTES:
                 limit_mb = settings.OBVERSE_MAX_UPLOAD_BYTES // 2**20
                 errors.setdefault("images", []).append(f"{upload.name}: larger than {limit_mb} MB.")
+            elif _is_markup(upload):
+                errors.setdefault("images", []).append(
+                    f"{upload.name}: this is a web page or drawing (HTML/SVG), not a photo. Upload a JPEG, PNG or WebP."
+                )
+            else:
+                # The header only (format, dimensions): documents, bombs and tiny or strip-shaped
+                # pictures are refused here, with nothing stored; damaged pixel data is the worker's.
+                try:
+                    probe_image(upload, limits=DecodeLimits(max_bytes=settings.OBVERSE_MAX_UPLOAD_BYTES))
+                except ImageDecodeError as exc:
+                    errors.setdefault("images", []).append(f"{upload.name}: {exc}")
     if sides and len(sides) != len(files):
         errors["sides"] = ["Give one side per photo (obverse, reverse or unknown)."]
     elif any(side not in DeclaredSide.values for side in sides):
@@ -100,7 +185,11 @@ def submission_validate(
         if contact_required and not requester_email.strip():
             errors["requester_email"] = ["An email address is required so we can tell you the result."]
         if not errors and _rate_limited(client_ip=client_ip, email=requester_email):
-            errors["non_field_errors"] = ["Too many submissions in the last hour; please try again later."]
+            limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
+            errors["non_field_errors"] = [
+                f"Too many submissions in the last hour (at most {limit} from one network or email address); "
+                "please try again later."
+            ]
     return errors
 
 
@@ -132,19 +221,19 @@ def submission_create(
     if errors:
         raise ValidationError(errors)
     storage = private_uploads()
-    saved: list[str] = []
+    # The id (a new UUID) is known before anything is written, so a failure removes the whole folder.
+    submission = Submission(
+        submitted_by=user if user is not None and user.is_authenticated else None,
+        requester_name=requester_name.strip(),
+        requester_email=requester_email.strip(),
+        notes=notes.strip(),
+        client_ip=client_ip,
+    )
     try:
         with transaction.atomic():
-            submission = Submission.objects.create(
-                submitted_by=user if user is not None and user.is_authenticated else None,
-                requester_name=requester_name.strip(),
-                requester_email=requester_email.strip(),
-                notes=notes.strip(),
-                client_ip=client_ip,
-            )
+            submission.save(force_insert=True)
             for position, upload in enumerate(files):
                 name = storage.save(f"{submission.pk}/{position}.upload", upload)
-                saved.append(name)
                 SubmissionImage.objects.create(
                     submission=submission,
                     position=position,
@@ -152,10 +241,15 @@ def submission_create(
                     upload_name=(upload.name or "")[:255],
                     upload_path=name,
                 )
-            transaction.on_commit(lambda: submission_enqueue(submission_id=submission.pk))
+            # robust: a failed enqueue (the database restarting just after the commit) must not undo
+            # a stored submission; it is logged, and the sweep (submission_sweep_stuck) queues it later.
+            transaction.on_commit(lambda: submission_enqueue(submission_id=submission.pk), robust=True)
+    except OSError as exc:  # disk full or folder unwritable: no rows (rolled back), no files
+        _uploads_discard(storage, submission.pk)
+        logger.error("cannot store uploads in %s: %s", storage.location, exc)
+        raise StorageUnavailable.from_os_error(exc) from exc
     except Exception:
-        for name in saved:  # no orphan files when the rows were rolled back
-            storage.delete(name)
+        _uploads_discard(storage, submission.pk)  # no orphan files when the rows were rolled back
         raise
     return submission
 
@@ -300,6 +394,83 @@ def _detection_json(detection) -> dict:
     return {"box": [int(v) for v in detection.box], "score": round(float(getattr(detection, "score", 0.0)), 3)}
 
 
+# --- Sweeping stuck submissions ---------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did: the submissions it queued again and those it failed (ids)."""
+
+    requeued: list
+    failed: list
+
+
+def _pending_submission_ids() -> set[str]:
+    """Ids of submissions whose processing task is still in the ORM broker's queue.
+
+    A task stays in the queue until a worker acknowledges it, so this includes tasks a worker holds
+    (or held, if it died: the broker hands them out again after ``Q_CLUSTER["retry"]``). With another
+    broker the table is empty and the sweep may queue a duplicate, which ``_claim`` makes harmless.
+    """
+    from django_q.models import OrmQ
+
+    pending = set()
+    for row in OrmQ.objects.only("payload"):
+        task = row.task  # a payload signed with another key decodes to {"id": "*BadSignature"}
+        if task.get("func") == "identification.tasks.process_submission" and task.get("args"):
+            pending.add(str(task["args"][0]))
+    return pending
+
+
+def submission_sweep_stuck(*, now=None, limit: int = 200) -> SweepReport:
+    """Queue again, or fail with a reason, submissions that the queue lost or whose worker died.
+
+    Stuck means: ``received`` and untouched for OBVERSE_SWEEP_RECEIVED_AFTER_S with no task in the
+    queue (the enqueue was lost, e.g. the database restarted between commit and enqueue), or
+    ``processing`` for longer than OBVERSE_PROCESSING_TIMEOUT_S (the worker was killed). One with
+    attempts left is set back to ``received`` and queued once this transaction commits, unless the
+    queue still holds its task (its retry will come); one whose attempts are used up is failed.
+    Race-safe: rows are locked with SKIP LOCKED and changed by conditional UPDATEs, and a requeued
+    row's ``updated_at`` restarts its clock, so concurrent or repeated sweeps never queue it twice.
+    """
+    from django.db.models import Q
+
+    now = now or timezone.now()
+    received_before = now - timedelta(seconds=settings.OBVERSE_SWEEP_RECEIVED_AFTER_S)
+    stale_before = now - timedelta(seconds=settings.OBVERSE_PROCESSING_TIMEOUT_S)
+    max_attempts = settings.OBVERSE_PROCESSING_MAX_ATTEMPTS
+    stuck = Q(status=SubmissionStatus.RECEIVED, updated_at__lt=received_before) | Q(
+        status=SubmissionStatus.PROCESSING, processing_started_at__lt=stale_before
+    )
+    report = SweepReport(requeued=[], failed=[])
+    with transaction.atomic():
+        rows = list(
+            Submission.objects.select_for_update(skip_locked=True)
+            .filter(stuck)
+            .order_by("created_at")
+            .values_list("pk", "status", "attempts")[:limit]
+        )
+        pending = _pending_submission_ids() if rows else set()
+        for pk, status, attempts in rows:
+            unchanged = Submission.objects.filter(pk=pk, status=status)
+            if attempts >= max_attempts:
+                reason = (
+                    f"Processing stopped {attempts} times without finishing (the worker was stopped or ran out "
+                    "of time). Please submit the photos again, or smaller ones."
+                )
+                if unchanged.update(status=SubmissionStatus.FAILED, error=reason, processed_at=now, updated_at=now):
+                    report.failed.append(pk)
+            elif str(pk) not in pending and unchanged.update(
+                status=SubmissionStatus.RECEIVED, step=ProcessingStep.RECEIVED, updated_at=now
+            ):
+                report.requeued.append(pk)
+        requeued = list(report.requeued)
+        transaction.on_commit(lambda: [submission_enqueue(submission_id=pk) for pk in requeued])
+    if report.requeued or report.failed:
+        logger.warning("sweep: requeued %s, failed %s stuck submissions", len(report.requeued), len(report.failed))
+    return report
+
+
 # --- Searching the catalogue ------------------------------------------------------------------
 
 
@@ -312,6 +483,9 @@ class ItemHit:
     side_scores: dict[str, float]
     image_id: int | None
     query_position: int
+    # Degrees counter-clockwise that turned the query to match its evidence image (rotation search);
+    # None when the photo was searched at the estimator's angle only.
+    angle: float | None = None
 
 
 def embedding_version(pipeline) -> tuple[str, str]:
@@ -356,22 +530,35 @@ class _hnsw_settings:
 
 
 def candidates_search(
-    *, queries: Sequence[tuple[int, str | None, np.ndarray]], model: tuple[str, str], filters=None, k: int = CANDIDATES
+    *, queries: Sequence[tuple], model: tuple[str, str], filters=None, k: int = CANDIDATES
 ) -> list[ItemHit]:
-    """The k best items for one or two query photos [(position, side, vector)].
+    """The k best items for one or two query photos [(position, side, vector[, angles[, bonus]])].
 
+    Rotation search: a photo may come as (T, dim) vectors, its cut-out turned T ways, with ``angles``
+    the correction angle of each turn and ``bonus`` a score added to that turn's hits (the
+    orientation prior). Every turn is searched and each image scores by its best turn
+    (``mlcore.retrieval.merge_turns``); that turn's angle is the candidate's alignment angle.
     Each photo's image hits are grouped into items (best image per item). With two photos of
     different sides, an item's score is the mean of its best score on each side (an item missing
     on a side gets that side's weakest score), so agreement of both sides wins.
     """
-    per_query: list[dict[int, tuple[float, int, int]]] = []
-    for position, side, vector in queries:
-        best: dict[int, tuple[float, int, int]] = {}
-        for image_id, item_id, score in nearest_images(
-            vector=vector, side=side, model=model, filters=filters, limit=NEIGHBOUR_IMAGES
-        ):
+    from mlcore.retrieval import merge_turns
+
+    per_query: list[dict[int, tuple[float, int, int, float | None]]] = []
+    for query in queries:
+        position, side, vector = query[:3]
+        vectors = np.asarray(vector, dtype=np.float32)
+        vectors = vectors.reshape(1, -1) if vectors.ndim == 1 else vectors
+        angles = list(query[3]) if len(query) > 3 else [None] * len(vectors)
+        bonus = list(query[4]) if len(query) > 4 else None
+        per_turn = [
+            nearest_images(vector=turned, side=side, model=model, filters=filters, limit=NEIGHBOUR_IMAGES)
+            for turned in vectors
+        ]
+        best: dict[int, tuple[float, int, int, float | None]] = {}
+        for image_id, item_id, score, turn in merge_turns(per_turn, bonus):
             if item_id not in best or score > best[item_id][0]:
-                best[item_id] = (score, image_id, position)
+                best[item_id] = (score, image_id, position, angles[turn])
         per_query.append(best)
     if not per_query:
         return []
@@ -380,14 +567,22 @@ def candidates_search(
     floors = [min((v[0] for v in best.values()), default=0.0) for best in per_query]
     for item_id in items:
         scores, side_scores, evidence = [], {}, None
-        for (position, side, _), best, floor in zip(queries, per_query, floors, strict=True):
-            score, image_id, _ = best.get(item_id, (floor, None, position))
+        for query, best, floor in zip(queries, per_query, floors, strict=True):
+            position, side = query[0], query[1]
+            score, image_id, _, angle = best.get(item_id, (floor, None, position, None))
             scores.append(score)
             side_scores[side or f"photo{position + 1}"] = round(score, 4)
             if image_id is not None and (evidence is None or score > evidence[0]):
-                evidence = (score, image_id, position)
+                evidence = (score, image_id, position, angle)
         hits.append(
-            ItemHit(item_id, float(np.mean(scores)), side_scores, evidence[1] if evidence else None, evidence[2])
+            ItemHit(
+                item_id,
+                float(np.mean(scores)),
+                side_scores,
+                evidence[1] if evidence else None,
+                evidence[2] if evidence else queries[0][0],
+                angle=evidence[3] if evidence else None,
+            )
         )
     hits.sort(key=lambda h: -h.score)
     return hits[:k]
@@ -417,10 +612,34 @@ def _search_side(image: SubmissionImage) -> str | None:
     return image.side if image.side in (Side.OBVERSE, Side.REVERSE) else None
 
 
-def _queries(images: list[SubmissionImage]) -> list[tuple[int, str | None, np.ndarray]]:
-    queries = [(image.position, _search_side(image), np.asarray(image.embedding)) for image in images]
+def _queries(images: list[SubmissionImage]) -> list[tuple]:
+    """[(position, side, (T, dim) vectors, T correction angles, T score bonuses)] to search for each photo.
+
+    Rotation search (the upright estimate is the largest loss of recall, docs/ml-notes.md): when the
+    pipeline offers ``query_turns``, the stored cut-out is also embedded turned by the pipeline's
+    offsets from the estimated angle; turn 0 is the stored embedding itself. A photo whose cut-out
+    cannot be read is searched by its one embedding, as before.
+    """
+    pipeline = get_pipeline()
+    query_turns = getattr(pipeline, "query_turns", None)
+    queries = []
+    for image in images:
+        vector = np.asarray(image.embedding, dtype=np.float32)
+        base = float(image.angle or 0.0)
+        vectors, angles, bonus = vector.reshape(1, -1), [base], [0.0]
+        if query_turns is not None and getattr(pipeline, "rotation_turns", 1) > 1 and image.cutout:
+            from PIL import Image
+
+            try:
+                with image.cutout.open("rb") as fh, Image.open(fh) as cutout:
+                    cutout.load()
+                    turns = query_turns(cutout, base, first=vector)
+                vectors, angles, bonus = turns.vectors, [float(a) for a in turns.angles], list(turns.bonus)
+            except (OSError, ValueError) as exc:  # a missing or unreadable cut-out: search the one embedding
+                logger.warning("Rotation search skipped for submission image %s: %s", image.pk, exc)
+        queries.append((image.position, _search_side(image), vectors, angles, bonus))
     if len(images) == 2 and images[0].side == images[1].side:
-        queries = [(position, None, vector) for position, _, vector in queries]  # sides unsure: search both
+        queries = [(query[0], None, *query[2:]) for query in queries]  # sides unsure: search both
     return queries
 
 
@@ -446,8 +665,9 @@ def _replace_candidates(submission: Submission, images: list[SubmissionImage], m
             side_scores=hit.side_scores,
             matched_image_id=hit.image_id,
             query_image=by_position[hit.query_position],
-            # Catalogue photos are upright; turning one back by the query's angle shows it as photographed.
-            rotation=-(by_position[hit.query_position].angle or 0.0),
+            # Catalogue photos are upright; turning one back by the angle that aligned the query with it
+            # (rotation search), else by the estimator's angle, shows it as the query was photographed.
+            rotation=-(hit.angle if hit.angle is not None else (by_position[hit.query_position].angle or 0.0)),
         )
         for rank, hit in enumerate(hits, start=1)
     )
@@ -534,9 +754,21 @@ def catalogue_prune_embeddings(*, keep: tuple[str, str]) -> int:
 # --- Training ---------------------------------------------------------------------------------
 
 
-def models_train(*, seed: int = 0, limit: int | None = None, reindex: bool = True, progress=None):
+def models_train(
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    reindex: bool = True,
+    progress=None,
+    use_reviews: bool = True,
+    exclude_record_ids: Sequence[str] = (),
+):
     """Train every learned part from the catalogue into a new, active model version.
 
+    With ``use_reviews`` the review workflow's training signal (curator-approved matches and the
+    look-alikes ranked above them or rejected, ``review_selectors.training_signal``) is fed to
+    training as positives and hard negatives; ``report.metrics["feedback"]`` says how many pairs
+    were used. ``exclude_record_ids`` leaves specimens out (the benchmark's query coins).
     A new version may change the embedding (a learned projection), so by default the catalogue is
     then re-embedded for it; the previous version's embeddings are pruned only once every image
     has one for the new version. Returns mlcore's TrainingReport.
@@ -545,10 +777,12 @@ def models_train(*, seed: int = 0, limit: int | None = None, reindex: bool = Tru
     from identification.pipeline import reset_pipeline
     from mlcore.train import train_all
 
-    records = catalogue_records()[:limit] if limit else catalogue_records()
+    records = catalogue_records(exclude_record_ids=set(exclude_record_ids))
+    records = records[:limit] if limit else records
     if len(records) < 4:
         raise ValidationError(f"The catalogue has {len(records)} specimens with images; training needs more.")
-    report = train_all(records, models_dir=settings.OBVERSE_MODELS_DIR, seed=seed, progress=progress)
+    feedback = _review_feedback(records) if use_reviews else []
+    report = train_all(records, models_dir=settings.OBVERSE_MODELS_DIR, seed=seed, progress=progress, feedback=feedback)
     reset_pipeline()
     if reindex:
         pipeline = get_pipeline()
@@ -558,6 +792,74 @@ def models_train(*, seed: int = 0, limit: int | None = None, reindex: bool = Tru
         if not catalogue_pending_images(model=model).exists():
             catalogue_prune_embeddings(keep=model)
     return report
+
+
+REVIEW_NEGATIVE_SPECIMENS = 3  # catalogue specimens taken from each hard-negative item
+
+
+def _review_feedback(records: list) -> list:
+    """The review signal as mlcore FeedbackExamples, one per query photo of an approved identification.
+
+    The query is the photo's upright cut-out as the pipeline stored it; positives are the training
+    records of the accepted item, minus the specimen the approval made from this very submission
+    (its image is that same photo); negatives are records of the hard-negative items. Photos
+    without an upright file, or whose item has no other specimen with images, are left out.
+    """
+    from identification.catalogue import item_type_id
+    from identification.models import Proposal, ProposalStatus
+    from identification.review_selectors import training_signal
+    from mlcore.train import FeedbackExample
+
+    signal = training_signal()
+    if not signal:
+        return []
+    by_type: dict[str, list] = {}
+    for record in records:
+        by_type.setdefault(record.type_id, []).append(record)
+    item_ids = {p.positive_item_id for p in signal} | {i for p in signal for i in p.hard_negative_item_ids}
+    type_of = {item.pk: item_type_id(item) for item in Item.objects.filter(pk__in=item_ids).only("pk", "uri")}
+    photos = {
+        image.pk: image for image in SubmissionImage.objects.filter(pk__in=[p.submission_image_id for p in signal])
+    }
+    own = {
+        str(submission_id): record_id
+        for submission_id, record_id in Proposal.objects.filter(
+            submission_id__in={p.submission_id for p in signal}, status=ProposalStatus.APPROVED, specimen__isnull=False
+        ).values_list("submission_id", "specimen__record_id")
+    }
+    examples = []
+    for pair in signal:
+        photo = photos.get(pair.submission_image_id)
+        if photo is None or not photo.upright:
+            continue
+        made_here = own.get(str(pair.submission_id))
+        positives = [r for r in by_type.get(type_of.get(pair.positive_item_id), []) if r.record_id != made_here]
+        if not positives:
+            continue
+        negatives = [
+            record
+            for item_id in pair.hard_negative_item_ids
+            for record in by_type.get(type_of.get(item_id), [])[:REVIEW_NEGATIVE_SPECIMENS]
+        ]
+        try:
+            query = photo.upright.path
+        except NotImplementedError:  # storage without local paths: read the file
+            from PIL import Image
+
+            with photo.upright.open("rb") as fh:
+                query = Image.open(fh)
+                query.load()
+        examples.append(
+            FeedbackExample(
+                query=query,
+                side=pair.side,
+                positives=positives,
+                negatives=negatives,
+                label=f"submission-image:{pair.submission_image_id}",
+                own_record_id=made_here or "",
+            )
+        )
+    return examples
 
 
 def models_train_enqueue() -> None:

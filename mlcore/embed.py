@@ -120,6 +120,9 @@ def projection_fit(
     background: np.ndarray | None = None,
     dim: int = 512,
     shrinkage: float = 0.1,
+    weights: np.ndarray | None = None,
+    negatives: tuple[np.ndarray, np.ndarray] | None = None,
+    negative_share: float = 0.5,
 ) -> Projection:
     """Learned whitening (Radenović et al.) from matching pairs of pooled descriptors.
 
@@ -127,19 +130,38 @@ def projection_fit(
     phone-like copy of it, or two specimens of one type). The within-pair scatter is whitened
     (directions in which matches differ are shrunk), then the remaining variance of ``background``
     descriptors (default: anchors and positives) is kept along its ``dim`` main axes.
+
+    ``weights`` (one per pair) lets some matching pairs count more than others (a reviewed phone
+    photo and its accepted catalogue item show the real query gap; synthetic copies only imitate
+    it). ``negatives`` = (queries, wrong) are non-matching pairs, e.g. a reviewed photo and the
+    look-alike items ranked above the true one: in the second step (Radenović's supervised
+    whitening) the axes kept are those of the non-matching scatter, here ``negative_share`` of
+    hard-negative differences mixed with the background scatter (which stands for random pairs).
+    Without ``weights`` and ``negatives`` the result is exactly the plain learned whitening.
     """
     anchors = np.asarray(anchors, dtype=np.float64)
     positives = np.asarray(positives, dtype=np.float64)
     everything = np.concatenate([anchors, positives]) if background is None else np.asarray(background, np.float64)
     mean = everything.mean(axis=0)
     differences = anchors - positives
-    within = differences.T @ differences / max(1, len(differences))
+    if weights is None:
+        within = differences.T @ differences / max(1, len(differences))
+    else:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if len(w) != len(differences) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be one non-negative number per pair, not all zero")
+        within = (differences * w[:, None]).T @ differences / w.sum()
     # Shrink towards the identity (scaled) so rarely-seen directions do not explode.
     within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
     values, vectors = np.linalg.eigh(within)
     whiten = vectors @ np.diag(1.0 / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
     centred = (everything - mean) @ whiten
     between = centred.T @ centred / max(1, len(centred))
+    if negatives is not None and len(negatives[0]):
+        hard = (np.asarray(negatives[0], np.float64) - np.asarray(negatives[1], np.float64)) @ whiten
+        # A random pair's difference has twice one sample's scatter: halve it to mix on one scale.
+        hard_scatter = hard.T @ hard / (2 * len(hard))
+        between = (1 - negative_share) * between + negative_share * hard_scatter
     values_b, vectors_b = np.linalg.eigh(between)
     order = np.argsort(values_b)[::-1][: min(dim, EMBED_DIM, len(values_b))]
     matrix = whiten @ vectors_b[:, order]
@@ -242,3 +264,16 @@ class Embedder(LazyModel):
         if self.projection is None:
             return None
         return self.projection.save(Path(folder) / FILENAME)
+
+
+def embed_turns(embedder: Embedder, image: Image.Image, angles: Sequence[float]) -> np.ndarray:
+    """(len(angles), EMBED_DIM) embeddings of ``image`` turned counter-clockwise by each angle, in one batch.
+
+    The rotation search's query side (``mlcore.retrieval.search_turns``): catalogue embeddings are of
+    upright cut-outs, so a query whose upright estimate is off is also compared turned by other angles.
+    Turning keeps the inscribed disc (the only part ``prepare`` keeps), so nothing of the coin is lost.
+    """
+    from mlcore.orientation import rotate_upright
+
+    turned = [rotate_upright(image, float(angle)) for angle in angles]
+    return embedder.embed(turned) if turned else np.zeros((0, EMBED_DIM), dtype=np.float32)

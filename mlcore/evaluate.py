@@ -40,11 +40,25 @@ from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.degrade import degrade_with_truth, object_mask
-from mlcore.orientation import angular_error, query_like, rotate_upright
-from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item
+from mlcore.orientation import angle_from_probabilities, angular_error, query_like, rotate_upright
+from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, search_turns, turn_bonus
 
 SIDES = ("obverse", "reverse")
 SEARCH_DEPTH = 200  # image hits fetched per query before grouping into items
+TURN_PRIOR_WEIGHTS = (0.0, 0.003, 0.01, 0.03)  # β of the orientation prior compared in the rotation search
+assert ROTATION_PRIOR in TURN_PRIOR_WEIGHTS, "the production prior must be among the compared ones"
+
+
+def sweep_offsets(turns: int) -> np.ndarray:
+    """``turns`` offsets (degrees) evenly round the circle, starting at 0 (the estimator's own angle)."""
+    return np.arange(turns) * (360.0 / turns)
+
+
+def estimate_from_probabilities(p: np.ndarray) -> tuple[float, float]:
+    """The estimator's (correction angle, confidence) from its bin probabilities (as ``estimate_many``)."""
+    turned, confidence = angle_from_probabilities(p)
+    return (-turned) % 360.0, confidence
 
 
 def _hash_unit(*parts: object) -> float:
@@ -141,6 +155,7 @@ def evaluate(
     orientation_images: int = 800,
     orientation_rotations: int = 4,
     orientation_tta: int = 1,
+    rotation_sweep: int = ROTATION_TURNS,
     projection: bool = True,
     projection_pairs: int = 1500,
     baseline: bool = True,
@@ -243,11 +258,20 @@ def evaluate(
             say(f"queries: {len(queries)} photos")
 
     say(f"orientation: estimating {len(queries)} queries")
-    estimates = estimator.estimate_many([q.cutout for q in queries]) if queries else []
+    probabilities = estimator.probabilities([q.cutout for q in queries]) if queries else np.zeros((0, 36))
+    estimates = [estimate_from_probabilities(p) for p in probabilities]
     errors = [angular_error(est, -q.angle) for (est, _), q in zip(estimates, queries, strict=True)]
     upright = [rotate_upright(q.cutout, est) for (est, _), q in zip(estimates, queries, strict=True)]
     say("embedding queries")
     query_desc = embedder.descriptors(upright) if upright else np.zeros((0, 1280), np.float32)
+    # Rotation search: each query also embedded turned by the sweep's offsets from the estimate.
+    offsets = sweep_offsets(rotation_sweep) if rotation_sweep > 1 else np.zeros(1)
+    turn_desc = np.repeat(query_desc[:, None, :], len(offsets), axis=1)
+    if rotation_sweep > 1 and queries:
+        say(f"rotation sweep: {len(queries)} queries × {len(offsets)} turns")
+        for i, ((est, _), q) in enumerate(zip(estimates, queries, strict=True)):
+            turned = [rotate_upright(q.cutout, est + float(offset)) for offset in offsets[1:]]
+            turn_desc[i, 1:] = embedder.descriptors(turned)
 
     # --- Learned projection (train types only) --------------------------------------------------
     projections: dict[str, Any] = {}
@@ -305,6 +329,44 @@ def evaluate(
         result["_query_vectors"] = query_vectors
         return result
 
+    def run_turns(
+        catalogue_vectors: np.ndarray,
+        turn_vectors: np.ndarray,
+        angles: list[np.ndarray],
+        probs: np.ndarray,
+        weight: float,
+    ) -> dict[str, Any]:
+        """``run`` for queries given as several turns each, scored by the best turn (+ prior bonus)."""
+        index = InMemoryIndex()
+        index.add(ids, catalogue_vectors, items, sides)
+        bonuses = [turn_bonus(p, a, weight) for p, a in zip(probs, angles, strict=True)]
+        hits = [
+            search_turns(index, v, SEARCH_DEPTH, exclude=ex, bonus=b)
+            for v, ex, b in zip(turn_vectors, excludes, bonuses, strict=True)
+        ]
+        ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
+        result: dict[str, Any] = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
+        # The alignment angle: the best turn of the true item's best image, against the true angle.
+        align = []
+        for found, truth, angle_set, q in zip(hits, truths, angles, queries, strict=True):
+            mine = [h for h in found if h.item_id == truth]
+            if mine:
+                align.append(angular_error(float(angle_set[mine[0].turn]), -q.angle))
+        result["alignment_median_error_deg"] = round(float(np.median(align)), 2) if align else None
+        result["alignment_within_20deg"] = round(float(np.mean(np.array(align) <= 20)), 4) if align else None
+        by_record: dict[str, dict[str, int]] = defaultdict(dict)
+        for i, q in enumerate(queries):
+            by_record[q.record.record_id][q.side] = i
+        pair_ranked, pair_truths = [], []
+        for positions in by_record.values():
+            if set(positions) >= set(SIDES):
+                o, r = positions["obverse"], positions["reverse"]
+                pair_ranked.append([p.item_id for p in combine_sides(hits[o], hits[r], k=8)])
+                pair_truths.append(truths[o])
+        result["recall_at_1_pair"] = _recall(pair_ranked, pair_truths, 1)
+        result["recall_at_8_pair"] = _recall(pair_ranked, pair_truths, 8)
+        return result
+
     def public(result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result.items() if not k.startswith("_")}
 
@@ -318,6 +380,32 @@ def evaluate(
         if variant["recall_at_8"] >= chosen["recall_at_8"]:
             chosen, chosen_name = variant, f"gem+{name}"
     say("variants: " + json.dumps(variants))
+
+    # --- Rotation search: every turn searched, each image scored by its best turn ---------------
+    rotation_search: dict[str, Any] | None = None
+    if rotation_sweep > 1 and queries:
+        say("rotation search variants")
+        proj = projections.get(chosen_name.split("+", 1)[1]) if "+" in chosen_name else None
+        apply = proj.apply if proj is not None else embedder.embed_descriptors
+        catalogue_vectors = apply(catalogue_desc)
+        flat = apply(turn_desc.reshape(-1, turn_desc.shape[-1])).reshape(len(queries), len(offsets), -1)
+        sweep: dict[str, Any] = {}
+        for step in sorted({s for s in (1, 2, 3, 4) if len(offsets) % s == 0 and len(offsets) // s >= 4}):
+            for weight in TURN_PRIOR_WEIGHTS:
+                chosen_turns = np.arange(0, len(offsets), step)
+                result = run_turns(
+                    catalogue_vectors,
+                    flat[:, chosen_turns],
+                    [offsets[chosen_turns] + est for est, _ in estimates],
+                    probabilities,
+                    weight,
+                )
+                sweep[f"{len(chosen_turns)} turns, prior {weight:g}"] = public(result)
+                say(f"sweep {len(chosen_turns)} turns, prior {weight:g}: " + json.dumps(public(result)))
+        variants[f"{chosen_name} rotation search"] = sweep
+        production = f"{ROTATION_TURNS} turns, prior {ROTATION_PRIOR:g}"
+        if production in sweep:  # what the production path (Pipeline.query_turns) does
+            rotation_search = {"turns": ROTATION_TURNS, "prior": ROTATION_PRIOR, **sweep[production]}
     if oracle_rotation and queries:
         truth_upright = [rotate_upright(q.cutout, -q.angle) for q in queries]
         oracle_desc = embedder.descriptors(truth_upright)
@@ -340,6 +428,7 @@ def evaluate(
         "recall_at_8": chosen["recall_at_8"],
         "recall_at_1_pair": chosen["recall_at_1_pair"],
         "recall_at_8_pair": chosen["recall_at_8_pair"],
+        "rotation_search": rotation_search,
         "variants": variants,
         "rotation": {
             "median_error_deg": round(float(np.median(errors)), 2) if errors else None,
@@ -378,6 +467,7 @@ def evaluate(
             chosen_projection,
             seed=seed,
             embed_config=embed_config,
+            turns=ROTATION_TURNS,
         )
     figures["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["seconds"] = round(time.monotonic() - started, 1)
@@ -427,10 +517,15 @@ def _metadata_accuracy(index: InMemoryIndex, query_vectors, queries, records) ->
     return {name: round(float(np.mean(values)), 4) for name, values in correct.items() if values}
 
 
-def _latency(models_dir, records, estimator, projection, *, seed: int, embed_config: Any = None) -> dict[str, Any]:
-    """Per-step seconds (p50/p95) of decode → segment → cut out → upright → embed on degraded photos."""
+def _latency(
+    models_dir, records, estimator, projection, *, seed: int, embed_config: Any = None, turns: int = 1
+) -> dict[str, Any]:
+    """Per-step seconds (p50/p95) of decode → segment → cut out → upright → embed (→ turns) on degraded photos.
+
+    ``turns`` > 1 adds the rotation search's extra embeddings (``Pipeline.turn_embeddings``), as in production.
+    """
     from mlcore.cutout import make_cutout
-    from mlcore.embed import Embedder
+    from mlcore.embed import Embedder, embed_turns
     from mlcore.imageio import decode_image
     from mlcore.segment import Segmenter
     from mlcore.setup_models import ModelFileError
@@ -466,6 +561,9 @@ def _latency(models_dir, records, estimator, projection, *, seed: int, embed_con
         t4 = time.perf_counter()
         embedder.embed([up])
         t5 = time.perf_counter()
+        if turns > 1:  # the production rotation search: the other turns of the upright cut-out
+            embed_turns(embedder, up, sweep_offsets(turns)[1:])
+        t6 = time.perf_counter()
         for name, seconds in (
             ("decode", t1 - t0),
             ("segment", t2 - t1),
@@ -473,6 +571,8 @@ def _latency(models_dir, records, estimator, projection, *, seed: int, embed_con
             ("orientation", t4 - t3),
             ("embed", t5 - t4),
             ("decode_to_embedding", t5 - t0),
+            (f"rotation_turns_{turns}", t6 - t5),
+            ("decode_to_turns", t6 - t0),
         ):
             steps[name].append(seconds)
     return {name: _percentiles(values) for name, values in steps.items()} | {"samples": len(records)}
@@ -490,6 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orientation-images", type=int, default=800)
     parser.add_argument("--orientation-rotations", type=int, default=4)
     parser.add_argument("--orientation-tta", type=int, default=1, choices=(1, 2, 4))
+    parser.add_argument(
+        "--rotation-sweep",
+        type=int,
+        default=ROTATION_TURNS,
+        help="also search every query turned by N offsets and compare fewer turns and priors (0 = off; "
+        "default: the production number of turns)",
+    )
     parser.add_argument("--no-projection", action="store_true")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--oracle-rotation", action="store_true", help="also score queries turned by the true angle")
@@ -519,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         orientation_images=args.orientation_images,
         orientation_rotations=args.orientation_rotations,
         orientation_tta=args.orientation_tta,
+        rotation_sweep=args.rotation_sweep,
         projection=not args.no_projection,
         baseline=not args.no_baseline,
         oracle_rotation=args.oracle_rotation,

@@ -9,7 +9,9 @@ orientation, metadata calibration) come from the active trained version (``mlcor
 are only needed when their step runs.
 
 Metadata needs catalogue neighbours (a pgvector search on the Django side), so it is a separate
-call: ``Pipeline.predict_metadata(neighbours)``.
+call: ``Pipeline.predict_metadata(neighbours)``. So is the rotation search's query,
+``Pipeline.query_turns(cutout, angle)``: the cut-out embedded at several turns, searched turn by
+turn, each catalogue image scored by its best turn (docs/ml-notes.md, "Rotation search").
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -33,8 +35,25 @@ from mlcore.side import SIDES, SideClassifier
 
 STEPS = ("finding_object", "removing_background", "turning_upright", "enhancing", "classifying", "embedding")
 CUTOUT_SIZE = 384
+# Rotation search: the upright cut-out is also embedded turned by this many evenly spaced offsets
+# (0 = the estimator's own angle) and each catalogue image scores by its best turn. Chosen on a
+# held-out seed within the latency budget (docs/ml-notes.md, "Rotation search": 12 turns scored the
+# same but cost twice as much); 0 or 1 switches it off. ROTATION_PRIOR weighs the orientation
+# estimator's log-probability of each turn (0 = every turn equally plausible).
+ROTATION_TURNS = 8
+ROTATION_PRIOR = 0.03
+NEUTRAL = (128, 128, 128)  # mlcore.cutout's background grey
 
-__all__ = ["STEPS", "ImageDecodeError", "NoObjectFound", "Pipeline", "ProcessResult"]
+
+class QueryTurns(NamedTuple):
+    """A query photo for the rotation search: correction angles (degrees), (T, dim) embeddings, score bonuses."""
+
+    angles: np.ndarray
+    vectors: np.ndarray
+    bonus: np.ndarray
+
+
+__all__ = ["STEPS", "ImageDecodeError", "NoObjectFound", "Pipeline", "ProcessResult", "QueryTurns"]
 
 
 class NoObjectFound(ValueError):
@@ -78,6 +97,7 @@ class Pipeline:
     stays off the identification path until a measurement on phone-like queries shows that it
     raises recall (see ``mlcore.enhance``). The step is reported to ``on_step`` either way.
     ``use_orientation`` can turn the upright step off (then queries keep their photographed angle).
+    ``rotation_turns`` and ``rotation_prior``: the rotation search's query (``query_turns``).
     """
 
     def __init__(
@@ -87,6 +107,8 @@ class Pipeline:
         use_enhance: bool = False,
         use_orientation: bool = True,
         cutout_size: int = CUTOUT_SIZE,
+        rotation_turns: int = ROTATION_TURNS,
+        rotation_prior: float = ROTATION_PRIOR,
     ) -> None:
         from mlcore.setup_models import models_dir as default_models_dir
 
@@ -94,6 +116,8 @@ class Pipeline:
         self.use_enhance = use_enhance
         self.use_orientation = use_orientation
         self.cutout_size = cutout_size
+        self.rotation_turns = rotation_turns if use_orientation else 1
+        self.rotation_prior = rotation_prior
         self._lock = threading.RLock()  # a part may create another (orientation uses the embedder)
         self._parts: dict[str, Any] = {}
 
@@ -255,6 +279,39 @@ class Pipeline:
             on_neutral=on_neutral,
             before_enhance=before_enhance,
         )
+
+    def turn_offsets(self) -> np.ndarray:
+        """Degrees (counter-clockwise, from the upright estimate) of the rotation search's turns; first 0."""
+        turns = max(1, int(self.rotation_turns))
+        return np.arange(turns) * (360.0 / turns)
+
+    def query_turns(self, cutout: Image.Image, angle: float, *, first: np.ndarray | None = None) -> QueryTurns:
+        """The rotation search's query: the cut-out turned by ``angle`` + each of ``turn_offsets``, embedded.
+
+        ``cutout``: the RGBA cut-out ``process`` returned (stored by the Django side), or the RGB
+        cut-out on neutral; ``angle``: the upright estimate it returned. ``first``: the embedding
+        ``process`` already made (turn 0), reused as is. The bonus of each turn is
+        ``rotation_prior``·log p(turn) from the orientation estimator (zeros when nothing is trained),
+        so that an implausible turn must match clearly better to win. Same computation as
+        ``mlcore.evaluate``'s rotation search (docs/ml-notes.md).
+        """
+        from mlcore.embed import embed_turns
+        from mlcore.retrieval import turn_bonus
+
+        on_neutral = cutout.convert("RGB")
+        if cutout.mode == "RGBA":  # as make_cutout composes it: the coin over neutral grey by its alpha
+            on_neutral = Image.composite(on_neutral, Image.new("RGB", cutout.size, NEUTRAL), cutout.getchannel("A"))
+        angles = (float(angle) + self.turn_offsets()) % 360.0
+        rest = embed_turns(self.embedder, on_neutral, angles[1:] if first is not None else angles)
+        vectors = rest if first is None else np.concatenate([np.asarray(first, np.float32).reshape(1, -1), rest])
+        bonus = np.zeros(len(angles))
+        if self.rotation_prior and len(angles) > 1:
+            try:
+                probabilities = self.orientation.probabilities([on_neutral])[0]
+                bonus = turn_bonus(probabilities, angles, self.rotation_prior)
+            except ModelFileError:
+                pass  # nothing trained: every turn equally plausible
+        return QueryTurns(angles=angles, vectors=vectors, bonus=bonus)
 
     def predict_metadata(self, neighbours: Iterable[tuple[dict[str, str], float]]) -> dict[str, Prediction]:
         """{field: Prediction(value, confidence)} from catalogue neighbours [(labels, cosine similarity)]."""

@@ -15,7 +15,7 @@ small tools without a database. Vectors are L2-normalised, so the score is the c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -146,3 +146,87 @@ def combine_sides(hits_obv: Iterable[Sequence], hits_rev: Iterable[Sequence], k:
         combined.append(PairHit(item_id, float(score), o, r))
     combined.sort(key=lambda p: (-p.score, p.item_id))
     return combined[:k]
+
+
+# --- Rotation search ------------------------------------------------------------------------------
+#
+# Catalogue embeddings are of upright cut-outs, and the upright step is the largest single loss of
+# recall (docs/ml-notes.md). So a query is also embedded turned by several angles (a "sweep"), every
+# turn is searched, and each catalogue image scores by its best turn: that turn is also the angle
+# that aligns query and candidate. A turn may carry a ``bonus`` (e.g. β·log p(angle) from the
+# orientation estimator) so that implausible turns must match clearly better to win.
+
+
+class RotatedHit(NamedTuple):
+    """An image hit scored by its best turn of the query: ``turn`` indexes the query's turns.
+
+    Ids are kept as given (strings here, database keys on the Django side).
+    """
+
+    image_id: Any
+    item_id: Any
+    score: float
+    turn: int
+
+
+def merge_turns(per_turn_hits: Sequence[Iterable[Sequence]], bonus: Sequence[float] | None = None) -> list[RotatedHit]:
+    """Image hits of each turn of one query → each image once, scored by its best turn (+ that turn's bonus).
+
+    With each turn's top-k, this is exact for the top-k of the merged score: an image in the merged
+    top-k is in the top-k of its best turn (every image above it there also scores higher overall).
+    Images missing from a turn's list are simply not scored at that turn (their score there is lower
+    than anything listed), so the merge needs no extra vectors. Best first.
+    """
+    bonus = list(bonus) if bonus is not None else [0.0] * len(per_turn_hits)
+    if len(bonus) != len(per_turn_hits):
+        raise ValueError("one bonus per turn")
+    best: dict[Any, RotatedHit] = {}
+    for turn, (hits, extra) in enumerate(zip(per_turn_hits, bonus, strict=True)):
+        for raw in hits:
+            score = float(raw[2]) + float(extra)
+            current = best.get(raw[0])
+            if current is None or score > current.score:
+                best[raw[0]] = RotatedHit(raw[0], raw[1], score, turn)
+    return sorted(best.values(), key=lambda h: (-h.score, str(h.image_id)))
+
+
+def search_turns(
+    index: InMemoryIndex,
+    vectors: np.ndarray,
+    k: int = 200,
+    side: str | None = None,
+    *,
+    exclude: Iterable[str] = (),
+    bonus: Sequence[float] | None = None,
+) -> list[RotatedHit]:
+    """The k best images for a query given as (T, dim) vectors, one per turn; see ``merge_turns``."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    excluded = set(exclude)
+    per_turn = [index.search(vector, k, side, exclude=excluded) for vector in vectors]
+    return merge_turns(per_turn, bonus)[:k]
+
+
+def turn_bonus(probabilities: np.ndarray, angles: Sequence[float], weight: float, floor: float = 1e-3) -> np.ndarray:
+    """``weight``·log p for each correction angle, p read off the orientation estimator's bins.
+
+    ``probabilities[b]`` is the probability that the image is turned by b·(360/B)° counter-clockwise
+    from upright, so the correction angle ``a`` (turn the image by ``a`` to make it upright) is
+    plausible in proportion to p(−a), interpolated between bins. ``floor`` keeps one confident but
+    wrong estimate from ruling a turn out entirely. ``weight`` 0 gives zeros (a plain best-turn search).
+    """
+    p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if weight == 0 or len(p) == 0:
+        return np.zeros(len(angles))
+    width = 360.0 / len(p)
+    position = ((-np.asarray(angles, dtype=np.float64)) % 360.0) / width
+    low = np.floor(position).astype(int) % len(p)
+    frac = position - np.floor(position)
+    value = (1 - frac) * p[low] + frac * p[(low + 1) % len(p)]
+    return weight * np.log(value + floor)
+
+
+def recall_at(rows: Sequence[tuple[Sequence, object]], k: int) -> float | None:
+    """Share of (ranked answers, truth) rows whose truth is among the first ``k`` answers; None without rows."""
+    if not rows:
+        return None
+    return round(sum(truth in list(ranked)[:k] for ranked, truth in rows) / len(rows), 4)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from PIL import Image
 
 from collection.models import ImageEmbedding, Side, SpecimenImage
 from identification import services
 from identification.models import Candidate, Submission, SubmissionStatus
 from tests.factories import make_concept, make_item, make_specimen
-from tests.identification.fakes import FakePipeline, pattern_png
+from tests.identification.fakes import FakeEmbedder, FakePipeline, pattern_png
 
 pytestmark = pytest.mark.django_db
 
@@ -255,6 +258,110 @@ class TestRecompute:
             services.submission_recompute(submission_id=submission.pk, filters={})
 
 
+class TurningFakePipeline(FakePipeline):
+    """FakePipeline with the real pipeline's rotation search: the cut-out turned by 0/90/180/270°.
+
+    (The fake upright step turns nothing, so its turns are the offsets alone; the angles it reports
+    are the estimate plus each offset, as the real ``Pipeline.query_turns`` does.)
+    """
+
+    rotation_turns = 4
+
+    def query_turns(self, cutout, angle, *, first=None):
+        from mlcore.pipeline import QueryTurns
+
+        offsets = np.arange(4) * 90.0
+        vectors = []
+        for offset in offsets:
+            grey = cutout.convert("RGB").rotate(float(offset)).convert("L").resize((32, 40))
+            vector = np.asarray(grey, dtype=np.float32).ravel() - 127.5
+            vectors.append(vector / (np.linalg.norm(vector) or 1.0))
+        if first is not None:
+            vectors[0] = np.asarray(first, dtype=np.float32)
+        return QueryTurns((angle + offsets) % 360.0, np.stack(vectors), np.zeros(4))
+
+
+def turned_png(seed: int, angle: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(pattern_png(seed))).rotate(angle).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TestRotationSearch:
+    @pytest.fixture
+    def turning_pipeline(self, monkeypatch):
+        pipeline = TurningFakePipeline()
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        return pipeline
+
+    def _catalogue(self, pipeline):
+        items = [make_item() for _ in range(6)]
+        for i, item in enumerate(items):
+            catalogue_image(item, seed=1100 + i, pipeline=pipeline)
+        return items
+
+    def test_a_photo_turned_off_upright_finds_its_item_through_the_right_turn(self, turning_pipeline):
+        items = self._catalogue(turning_pipeline)
+        # The fake "upright" step leaves the photo as it is: 90° off, as a wrong estimate would.
+        submission = create(files=[upload(turned_png(1103, 90))])
+        services.submission_process(submission_id=submission.pk)
+        images = list(submission.images.order_by("position"))
+        queries = services._queries(images)
+        assert queries[0][2].shape == (4, 1280)
+        assert queries[0][3] == [30.0, 120.0, 210.0, 300.0]  # the estimate (30°) plus each offset
+        assert queries[0][4] == [0.0] * 4
+        model = services.embedding_version(turning_pipeline)
+        hits = services.candidates_search(queries=queries, model=model)
+        assert hits[0].item_id == items[3].pk
+        assert hits[0].angle == pytest.approx(300.0)  # 90° off + 270° turns it back: 30° + 270°
+        # The estimate alone (turn 0) matches the upright catalogue image much less well.
+        plain = services.candidates_search(queries=[(0, "obverse", queries[0][2][0])], model=model)
+        assert hits[0].score > {h.item_id: h.score for h in plain}.get(items[3].pk, -1.0) + 0.1
+        best = submission.candidates.order_by("rank").first()
+        assert best.item_id == items[3].pk
+        # The evidence image is shown turned by the alignment angle, not by the estimator's 30°.
+        assert best.rotation == pytest.approx(-300.0)
+
+    def test_an_implausible_turn_must_match_clearly_better_to_win(self, turning_pipeline):
+        items = self._catalogue(turning_pipeline)
+        submission = create(files=[upload(turned_png(1104, 90))])
+        services.submission_process(submission_id=submission.pk)
+        ((position, side, vectors, angles, _),) = services._queries(list(submission.images.all()))
+        model = services.embedding_version(turning_pipeline)
+        prior = [0.0, 0.0, 0.0, -1.0]  # the estimator rules out the turn that restores upright
+        found = services.candidates_search(queries=[(position, side, vectors, angles, prior)], model=model)
+        assert items[4].pk not in [h.item_id for h in found[:1]]
+        free = services.candidates_search(queries=[(position, side, vectors, angles, [0.0] * 4)], model=model)
+        assert free[0].item_id == items[4].pk
+
+    def test_one_vector_per_photo_still_works_and_keeps_the_estimated_angle(self, turning_pipeline):
+        items = self._catalogue(turning_pipeline)
+        submission = create(files=[upload(pattern_png(1102))])
+        services.submission_process(submission_id=submission.pk)
+        image = submission.images.get()
+        model = services.embedding_version(turning_pipeline)
+        hits = services.candidates_search(queries=[(0, "obverse", image.embedding, [30.0])], model=model)
+        assert hits[0].item_id == items[2].pk and hits[0].angle == 30.0
+        assert services.candidates_search(queries=[(0, "obverse", image.embedding)], model=model)[0].angle is None
+
+    def test_a_photo_without_a_readable_cut_out_is_searched_by_its_one_embedding(self, turning_pipeline):
+        self._catalogue(turning_pipeline)
+        submission = create(files=[upload(pattern_png(1101))])
+        services.submission_process(submission_id=submission.pk)
+        image = submission.images.get()
+        image.cutout.storage.delete(image.cutout.name)
+        (query,) = services._queries([image])
+        assert query[2].shape == (1, 1280) and query[3] == [30.0]
+
+    def test_two_photos_of_one_predicted_side_search_both_sides_with_every_turn(self, turning_pipeline):
+        self._catalogue(turning_pipeline)
+        files = [upload(pattern_png(1100)), upload(pattern_png(1101))]
+        submission = create(files=files)
+        services.submission_process(submission_id=submission.pk)
+        queries = services._queries(list(submission.images.order_by("position")))
+        assert [(q[0], q[1], len(q[2])) for q in queries] == [(0, None, 4), (1, None, 4)]
+
+
 class TestCatalogueIndex:
     def test_it_writes_one_embedding_per_model_version_and_is_idempotent(self, fake_pipeline):
         image = catalogue_image(make_item(), seed=800, pipeline=fake_pipeline)
@@ -264,6 +371,13 @@ class TestCatalogueIndex:
         assert embedding.item_id == image.specimen.item_id
         image.refresh_from_db()
         assert image.cutout
+
+    def test_a_trained_embedders_long_version_fits(self, fake_pipeline):
+        # A trained recipe's version names the recipe, the projection and the training stamp.
+        fake_pipeline.embedder = FakeEmbedder()  # its own, not the class-level one other tests share
+        fake_pipeline.embedder.version = "gem-1-s256-grey-disc-gem3-sqrt-low112b1.5+lw512@20261129T093412Z-4f2a9c1e"
+        image = catalogue_image(make_item(), seed=802, pipeline=fake_pipeline)
+        assert ImageEmbedding.objects.get(image=image).model_version == fake_pipeline.embedder.version
 
     def test_pending_images_are_those_without_the_active_version(self, fake_pipeline):
         image = catalogue_image(make_item(), seed=801, pipeline=fake_pipeline)

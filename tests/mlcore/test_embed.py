@@ -114,3 +114,57 @@ def test_a_rotated_blurred_photo_finds_its_coin_in_the_top_3_of_50(ans_dir, embe
         ranking = np.argsort(-(vectors @ query))
         hits.append(target in ranking[:3])
     assert all(hits), hits
+
+
+class TestProjectionFitFromReviews:
+    """``projection_fit`` with weighted matching pairs and hard negatives (the review signal)."""
+
+    @staticmethod
+    def _data(seed: int = 0):
+        rng = np.random.default_rng(seed)
+        base = rng.normal(size=(300, 6))
+        base[:, 2] *= 4.0  # a big spread that tells coins apart poorly
+        base[:, 3] *= 0.5  # a small spread that is what tells look-alikes apart
+        anchors = base
+        positives = base + rng.normal(scale=0.05, size=base.shape)
+        return rng, anchors, positives
+
+    def test_unit_weights_and_no_negatives_give_the_plain_whitening(self):
+        _, anchors, positives = self._data()
+        plain = projection_fit(anchors, positives, dim=3)
+        weighted = projection_fit(anchors, positives, dim=3, weights=np.ones(len(anchors)))
+        assert np.allclose(np.abs(plain.matrix), np.abs(weighted.matrix), atol=1e-4)
+        empty = projection_fit(anchors, positives, dim=3, negatives=(np.zeros((0, 6)), np.zeros((0, 6))))
+        assert np.array_equal(plain.matrix, empty.matrix)
+
+    def test_hard_negatives_keep_the_axis_that_separates_look_alikes(self):
+        rng, anchors, positives = self._data()
+        queries = rng.normal(size=(100, 6))
+        wrong = queries.copy()
+        wrong[:, 3] += rng.choice([-4.0, 4.0], size=100)  # look-alikes differ along axis 3 only
+        plain = projection_fit(anchors, positives, dim=1, shrinkage=0.01)
+        supervised = projection_fit(
+            anchors, positives, dim=1, shrinkage=0.01, negatives=(queries, wrong), negative_share=0.9
+        )
+
+        def main_axis(projection):
+            column = np.abs(projection.matrix[:, 0])
+            return int(np.argmax(column / column.sum()))
+
+        assert main_axis(plain) == 2
+        assert main_axis(supervised) == 3
+
+    def test_heavier_pairs_shrink_their_direction_more(self):
+        rng, anchors, positives = self._data()
+        positives = positives.copy()
+        shifted = np.arange(len(anchors)) < 30  # a few pairs (reviewed photos) differ along axis 0
+        positives[shifted, 0] += rng.normal(scale=3.0, size=int(shifted.sum()))
+        light = projection_fit(anchors, positives, dim=6, shrinkage=0.01)
+        heavy = projection_fit(anchors, positives, dim=6, shrinkage=0.01, weights=np.where(shifted, 20.0, 1.0))
+        gain = [np.linalg.norm(p.matrix[0]) / np.linalg.norm(p.matrix[1]) for p in (light, heavy)]
+        assert gain[1] < gain[0] * 0.7
+
+    def test_it_refuses_weights_that_do_not_match_the_pairs(self):
+        _, anchors, positives = self._data()
+        with pytest.raises(ValueError):
+            projection_fit(anchors, positives, weights=np.ones(3))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlcore.dataset import CatalogueRecord
-from mlcore.evaluate import main, select_records, split_types, type_key
+from mlcore.evaluate import estimate_from_probabilities, main, select_records, split_types, sweep_offsets, type_key
 from mlcore.setup_models import ModelFileError, check_file
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -43,6 +43,28 @@ class TestSelection:
         assert type_key(CatalogueRecord("x1", "")) == "record:x1"
 
 
+class TestRotationSweep:
+    def test_the_sweep_starts_at_the_estimate_and_covers_the_circle_evenly(self):
+        assert sweep_offsets(4).tolist() == [0.0, 90.0, 180.0, 270.0]
+        assert len(sweep_offsets(24)) == 24 and sweep_offsets(24)[1] == 15.0
+
+    def test_the_estimate_from_probabilities_is_the_estimators_own(self):
+        import numpy as np
+
+        from mlcore.orientation import BINS, OrientationEstimator
+
+        p = np.full(BINS, 0.1 / (BINS - 1))
+        p[9] = 0.9  # looks turned by 90° counter-clockwise
+        angle, confidence = estimate_from_probabilities(p)
+        assert angle == pytest.approx(270.0, abs=1.0) and confidence > 0.85
+
+        class Fixed(OrientationEstimator):
+            def probabilities(self, images):
+                return np.stack([p for _ in images])
+
+        assert Fixed(MODELS, weights=object()).estimate(None) == pytest.approx((angle, confidence))
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_path, capsys):
@@ -53,6 +75,7 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     out = tmp_path / "figures.json"
     argv = ["--dataset", str(ans_dir), "--limit", "30", "--out", str(out), "--quiet"]
     argv += ["--orientation-images", "12", "--orientation-rotations", "2", "--latency-samples", "1"]
+    argv += ["--rotation-sweep", "4"]
     assert main(argv) == 0
     figures = json.loads(out.read_text())
     assert figures == json.loads(capsys.readouterr().out)
@@ -64,4 +87,10 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     assert 0.0 <= figures["rotation"]["median_error_deg"] <= 180.0
     assert set(figures["baseline_zero_shot"]) >= {"recall_at_1", "recall_at_8", "recall_at_8_pair"}
     assert figures["latency_s"]["decode_to_embedding"]["p50"] > 0
+    assert figures["latency_s"]["decode_to_turns"]["p50"] >= figures["latency_s"]["decode_to_embedding"]["p50"]
+    sweep = next(v for name, v in figures["variants"].items() if name.endswith("rotation search"))
+    assert {"4 turns, prior 0"} <= set(sweep)
+    for variant in sweep.values():
+        assert 0.0 <= variant["recall_at_1"] <= variant["recall_at_8"] <= 1.0
+        assert 0.0 <= variant["recall_at_8_pair"] <= 1.0
     assert figures["peak_memory_mb"] > 0

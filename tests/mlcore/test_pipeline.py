@@ -80,6 +80,41 @@ class TestCataloguePath:
         assert float(a @ b) == pytest.approx(1.0, abs=1e-5)
         assert float(a @ c) == pytest.approx(1.0, abs=1e-5)
 
+    def test_query_turns_reuse_the_first_embedding_and_find_the_turn_that_restores_upright(self, pretrained_dir, photo):
+        from mlcore.orientation import rotate_upright
+
+        pipeline = Pipeline(pretrained_dir, rotation_turns=4)
+        upright = Image.open(photo).convert("RGB")  # a catalogue photo: upright, the coin fills the frame
+        off = rotate_upright(upright, 90)  # turned 90°, and an estimate (10°) that is 80° wrong
+        reference, first = pipeline.embedder.embed([upright, rotate_upright(off, 10)])
+        turns = pipeline.query_turns(off.convert("RGBA"), 10.0, first=first)
+        assert turns.angles.tolist() == [10.0, 100.0, 190.0, 280.0]
+        assert turns.vectors.shape == (4, EMBED_DIM) and np.array_equal(turns.vectors[0], first)
+        assert turns.bonus.tolist() == [0.0] * 4  # nothing trained: every turn equally plausible
+        similarities = turns.vectors @ reference
+        assert int(np.argmax(similarities)) == 3  # 90° + 280° = 10° off upright: the closest turn
+        assert similarities[3] > similarities[0]
+
+    def test_the_orientation_estimator_weighs_each_turn(self, pretrained_dir, photo):
+        class Peaked:
+            """An orientation estimator sure the cut-out is turned by 90° counter-clockwise."""
+
+            def probabilities(self, images):
+                p = np.full((len(images), 36), 1e-4)
+                p[:, 9] = 1.0
+                return p / p.sum(axis=1, keepdims=True)
+
+        pipeline = Pipeline(pretrained_dir, rotation_turns=4, rotation_prior=0.03)
+        pipeline._parts["orientation"] = Peaked()
+        turns = pipeline.query_turns(Image.open(photo).convert("RGB"), 0.0)
+        assert int(np.argmax(turns.bonus)) == 3  # turning by 270° undoes a 90° turn
+        assert turns.bonus[3] == pytest.approx(0.0, abs=1e-3)  # log p ≈ 0 where the estimator is sure
+        assert turns.bonus[0] < turns.bonus[3] - 0.1
+
+    def test_without_the_upright_step_there_is_no_rotation_search(self, pretrained_dir):
+        assert Pipeline(pretrained_dir, use_orientation=False).turn_offsets().tolist() == [0.0]
+        assert Pipeline(pretrained_dir, rotation_turns=6).turn_offsets().tolist() == [0, 60, 120, 180, 240, 300]
+
     def test_a_query_works_before_anything_is_trained_keeping_angle_and_leaving_the_side_open(
         self, pretrained_dir, photo
     ):

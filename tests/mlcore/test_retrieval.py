@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, merge_turns, search_turns, turn_bonus
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -72,3 +72,58 @@ class TestCombineSides:
         reverse = [("a3", "A", 0.7), ("b1", "B", 0.6)]
         combined = combine_sides(obverse, reverse)
         assert sorted(p.item_id for p in combined) == ["A", "B"]
+
+
+class TestRotationSearch:
+    def test_each_image_scores_by_its_best_turn_and_remembers_it(self):
+        per_turn = [[("a", "A", 0.5), ("b", "B", 0.7)], [("a", "A", 0.9), ("c", "C", 0.6)]]
+        merged = merge_turns(per_turn)
+        assert [(h.image_id, h.turn) for h in merged] == [("a", 1), ("b", 0), ("c", 1)]
+        assert merged[0].score == pytest.approx(0.9)
+
+    def test_a_turn_bonus_can_overrule_a_slightly_better_implausible_turn(self):
+        per_turn = [[("a", "A", 0.80)], [("a", "A", 0.82)]]
+        assert merge_turns(per_turn)[0].turn == 1
+        assert merge_turns(per_turn, bonus=[0.0, -0.05])[0].turn == 0
+
+    def test_it_needs_one_bonus_per_turn(self):
+        with pytest.raises(ValueError):
+            merge_turns([[("a", "A", 0.8)]], bonus=[0.0, 0.1])
+
+    def test_merging_each_turns_top_k_is_exact_for_the_top_k_of_the_best_turn(self):
+        rng = np.random.default_rng(0)
+        catalogue = rng.normal(size=(300, 16)).astype(np.float32)
+        index = InMemoryIndex()
+        index.add([f"i{n}" for n in range(300)], catalogue, [f"item{n % 97}" for n in range(300)])
+        turns = rng.normal(size=(6, 16)).astype(np.float32)
+        bonus = rng.uniform(-0.1, 0.0, 6)
+        hits = search_turns(index, turns, k=20, bonus=bonus)
+        normed = catalogue / np.linalg.norm(catalogue, axis=1, keepdims=True)
+        brute = (normed @ (turns / np.linalg.norm(turns, axis=1, keepdims=True)).T + bonus).max(axis=1)
+        expected = [f"i{n}" for n in np.argsort(-brute)[:20]]
+        assert [h.image_id for h in hits] == expected
+        assert [h.score for h in hits] == pytest.approx(list(np.sort(brute)[::-1][:20]), abs=1e-5)
+
+    def test_a_turned_query_finds_its_upright_match_only_through_the_right_turn(self, index):
+        # Turn 0 (the estimate) points at B; turn 1 is the true orientation and matches A exactly.
+        hits = search_turns(index, np.stack([_unit(0, 1, 0.2), _unit(1, 0, 0)]), k=2)
+        assert hits[0].image_id == "a1" and hits[0].turn == 1
+
+    def test_the_bonus_follows_the_estimators_probability_of_each_correction_angle(self):
+        p = np.full(36, 0.001)
+        p[9] = 0.965  # the photo looks turned by 90° counter-clockwise: turning it by 270° makes it upright
+        angles = [0.0, 90.0, 270.0, 265.0]
+        bonus = turn_bonus(p / p.sum(), angles, weight=0.01)
+        assert np.argmax(bonus) == 2
+        assert bonus[3] > bonus[0]  # interpolated between the bins around 95°
+        assert bonus[1] == pytest.approx(bonus[0])
+        assert np.all(turn_bonus(p, angles, weight=0.0) == 0.0)
+
+
+def test_recall_at_counts_truths_within_the_first_k_answers():
+    from mlcore.retrieval import recall_at
+
+    rows = [(["a", "b", "c"], "b"), (["x", "y"], "z"), (["t"], "t")]
+    assert recall_at(rows, 1) == round(1 / 3, 4)
+    assert recall_at(rows, 2) == round(2 / 3, 4)
+    assert recall_at([], 8) is None

@@ -157,3 +157,192 @@ class TestTrainAll:
 
         with pytest.raises(ValueError):
             train_all(load_ans_layout(ans_dir, limit=1), models_dir=tmp_path)
+
+
+# --- Learning from reviews (feedback) ------------------------------------------------------------
+
+
+def _pixels(images) -> np.ndarray:
+    """A fast stand-in for the backbone: a 192-d vector of grey pixels (16×12), L2-normalised.
+
+    (Embeddings are zero-padded to the index width, so a short descriptor works all the way through.)
+    """
+    rows = [np.asarray(image.convert("L").resize((16, 12)), dtype=np.float32).ravel() for image in images]
+    vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), 192)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
+
+
+def _coin_photo(path: Path, type_index: int, specimen: int, side: str) -> Path:
+    """A studio-like photo: a disc on white whose pattern depends on type and side, plus specimen noise."""
+    rng = np.random.default_rng([type_index, specimen, side == "obverse"])
+    pattern = np.random.default_rng([type_index, side == "obverse"])
+    image = Image.new("RGB", (96, 96), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([8, 8, 88, 88], fill=(150, 120, 70) if side == "obverse" else (110, 110, 120))
+    for _ in range(5):
+        x, y = (int(v) for v in pattern.integers(20, 64, 2))
+        shade = int(pattern.integers(0, 90))
+        draw.rectangle([x, y, x + 10, y + 6], fill=(shade, shade, shade))
+    x, y = (int(v) for v in rng.integers(25, 60, 2))
+    draw.ellipse([x, y, x + 5, y + 5], fill=(200, 200, 200))  # wear: one specimen's own mark
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def fast_training(monkeypatch, tmp_path):
+    """train_all with the pixel stand-in for the backbone, no orientation part, small projections."""
+    from mlcore import backbone, embed
+    from mlcore import train as train_module
+
+    monkeypatch.setattr(backbone.Backbone, "_load", lambda self: object())
+    monkeypatch.setattr(embed.Embedder, "descriptors", lambda self, images: _pixels(list(images)))
+    monkeypatch.setattr(train_module, "_optional", lambda module: None)
+    monkeypatch.setattr(train_module, "PROJECTION_DIM", 16)
+    monkeypatch.setattr(train_module, "MIN_PROJECTION_DIM", 4)
+    from mlcore.dataset import CatalogueRecord
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    records = []
+    for type_index in range(10):
+        for specimen in range(2):
+            images = {
+                side: _coin_photo(folder / f"t{type_index}s{specimen}.{side}.png", type_index, specimen, side)
+                for side in ("obverse", "reverse")
+            }
+            records.append(
+                CatalogueRecord(
+                    f"r{type_index}-{specimen}", f"type{type_index}", images, {"material": f"m{type_index % 3}"}
+                )
+            )
+    return records
+
+
+def _train(records, tmp_path, name, **kwargs):
+    models_dir = tmp_path / name
+    models_dir.mkdir()
+    kwargs.setdefault("projection", "always")
+    return train_all(records, models_dir=models_dir, seed=3, phone_samples=0, **kwargs)
+
+
+def _reviews(records, folder: Path, count: int = 6):
+    """Reviewed phone photos: a darker, blurred, turned copy of a specimen, accepted as its type."""
+    from PIL import ImageFilter
+
+    from mlcore.train import FeedbackExample
+
+    by_type = {}
+    for record in records:
+        by_type.setdefault(record.type_id, []).append(record)
+    examples = []
+    for i in range(count):
+        type_id = f"type{i % 10}"
+        photo = Image.open(by_type[type_id][0].images["obverse"]).convert("RGB")
+        photo = photo.rotate(25, fillcolor=(128, 128, 128)).filter(ImageFilter.GaussianBlur(2))
+        path = folder / f"review{i}.png"
+        photo.point(lambda v: int(v * 0.7)).save(path)
+        wrong = by_type[f"type{(i + 1) % 10}"]
+        examples.append(FeedbackExample(query=path, side="obverse", positives=by_type[type_id], negatives=wrong))
+    return examples
+
+
+def _files(report) -> dict[str, bytes]:
+    return {name: (report.path / filename).read_bytes() for name, filename in sorted(report.parts.items())}
+
+
+class TestFeedbackPairs:
+    def test_each_review_pairs_with_its_items_specimens_and_hard_negatives(self, fast_training, tmp_path):
+        from mlcore.train import FeedbackExample, feedback_pairs
+
+        records = fast_training
+        examples = _reviews(records, tmp_path, count=3)
+        examples.append(FeedbackExample(query=tmp_path / "missing.png", side="obverse", positives=records[:2]))
+        examples.append(FeedbackExample(query=examples[0].query, side="obverse", positives=[]))
+
+        def descriptor(record, side):
+            return _pixels([Image.open(record.images[side])])[0] if side in record.images else None
+
+        pairs = feedback_pairs(examples, describe=_pixels, catalogue_descriptor=descriptor, weight=2.0)
+        assert pairs.summary() == {
+            "examples": 5,
+            "used": 3,
+            "skipped": 2,  # an unreadable photo, an item without catalogue images
+            "positive_pairs": 6,
+            "hard_negative_pairs": 6,
+        }
+        assert pairs.types == ["type0", "type1", "type2"]
+        # The pairs of one photo share its weight, whatever the number of specimens.
+        assert np.allclose(np.bincount(pairs.example, weights=pairs.weight), 2.0)
+        assert np.allclose(pairs.positive[0], descriptor(records[0], "obverse"))
+
+    def test_the_record_made_from_the_photo_is_not_its_own_positive(self, fast_training, tmp_path):
+        from mlcore.train import FeedbackExample, feedback_pairs
+
+        records = fast_training
+        photo = Image.open(records[0].images["obverse"])
+        example = FeedbackExample(
+            query=photo, side="obverse", positives=records[:2], own_record_id=records[0].record_id
+        )
+
+        def descriptor(record, side):
+            return _pixels([Image.open(record.images[side])])[0]
+
+        pairs = feedback_pairs([example], describe=_pixels, catalogue_descriptor=descriptor)
+        assert len(pairs.positive) == 1
+        assert np.allclose(pairs.positive[0], descriptor(records[1], "obverse"))
+        assert pairs.own == [records[0].record_id]
+
+    def test_an_unknown_side_takes_the_closer_side_of_the_accepted_item(self, fast_training, tmp_path):
+        from mlcore.train import FeedbackExample, feedback_pairs
+
+        records = fast_training
+        reverse_photo = Image.open(records[4].images["reverse"])
+        example = FeedbackExample(query=reverse_photo, side="other", positives=records[4:6])
+
+        def descriptor(record, side):
+            return _pixels([Image.open(record.images[side])])[0]
+
+        pairs = feedback_pairs([example], describe=_pixels, catalogue_descriptor=descriptor)
+        assert pairs.sides == ["reverse"]
+
+
+@pytest.mark.slow
+class TestTrainAllWithFeedback:
+    """train_all with a pixel stand-in for the backbone (about 10–30 s a training on this machine)."""
+
+    def test_reviews_reach_the_projection_are_counted_and_none_changes_nothing(self, fast_training, tmp_path):
+        records = fast_training
+        examples = _reviews(records, tmp_path)
+        plain = _train(records, tmp_path, "plain")
+        empty = _train(records, tmp_path, "empty", feedback=[])
+        learned = _train(records, tmp_path, "learned", feedback=examples)
+        again = _train(records, tmp_path, "again", feedback=examples)
+        # No review signal: the same weights as a training that never heard of reviews.
+        assert "embedding-projection" in plain.parts
+        assert _files(plain) == _files(empty)
+        assert empty.feedback_pairs == 0 and "feedback" not in empty.metrics
+        # The signal is used and counted.
+        assert learned.feedback_pairs == 12  # 6 photos × the 2 specimens of their type
+        assert learned.metrics["feedback"]["hard_negative_pairs"] == 12
+        assert learned.metrics["feedback"]["used"] == 6
+        metrics = json.loads((learned.path / "metrics.json").read_text())
+        assert metrics["feedback"]["positive_pairs"] == 12
+        plain_projection = np.load(plain.path / "embed.npz")["matrix"]
+        learned_projection = np.load(learned.path / "embed.npz")["matrix"]
+        assert plain_projection.shape == learned_projection.shape
+        assert not np.allclose(plain_projection, learned_projection)
+        assert _files(learned) == _files(again)  # seeded: the same signal trains the same weights
+
+    def test_reviewed_photos_join_the_metadata_calibration(self, fast_training, tmp_path):
+        records = fast_training
+        plain = _train(records, tmp_path, "plain", projection="off")
+        learned = _train(records, tmp_path, "learned", projection="off", feedback=_reviews(records, tmp_path))
+        assert "embedding-projection" not in learned.parts
+        assert learned.feedback_pairs == 12
+        assert _files(plain)["side-classifier"] == _files(learned)["side-classifier"]
+        assert _files(plain)["metadata"] != _files(learned)["metadata"]
+
+    def test_it_refuses_an_unknown_projection_mode(self, fast_training, tmp_path):
+        with pytest.raises(ValueError, match="projection"):
+            _train(fast_training, tmp_path, "bad", projection="sometimes")

@@ -32,6 +32,7 @@ from collection.models import ImageEmbedding, Specimen, SpecimenImage
 from identification import services
 from identification.catalogue import catalogue_records
 from identification.pipeline import get_pipeline, reset_pipeline
+from mlcore.retrieval import recall_at
 
 
 def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
@@ -137,16 +138,13 @@ class Command(BaseCommand):
                 if record and record.labels.get(field):
                     meta[field].append(value == record.labels[field])
 
-        def recall(rows, k):
-            return round(sum(type_id in ranked[:k] for ranked, type_id in rows) / len(rows), 4) if rows else None
-
         versions = _versions(pipeline)
         return {
             "queries": len(singles),
             "pair_queries": len(pairs),
-            "recall_at_1": recall(singles, 1),
-            "recall_at_8": recall(singles, 8),
-            "recall_at_8_pair": recall(pairs, 8),
+            "recall_at_1": recall_at(singles, 1),
+            "recall_at_8": recall_at(singles, 8),
+            "recall_at_8_pair": recall_at(pairs, 8),
             "side_accuracy": round(float(np.mean(sides)), 4) if sides else None,
             "metadata_accuracy": {field: round(float(np.mean(v)), 4) for field, v in sorted(meta.items())},
             "latency_ms_p50": _percentile(latencies, 50),

@@ -14,7 +14,8 @@ from identification import services
 class Command(BaseCommand):
     help = (
         "Train side classifier, orientation, metadata calibration and embedding projection from the catalogue "
-        "into a new model version, then re-embed the catalogue for it (--no-reindex to skip)."
+        "into a new model version, then re-embed the catalogue for it (--no-reindex to skip). Approved review "
+        "decisions are used as positives and hard negatives (--no-reviews to ignore them)."
     )
 
     def add_arguments(self, parser):
@@ -22,12 +23,19 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, help="Use at most this many specimens (quick runs).")
         parser.add_argument("--no-reindex", action="store_true", help="Do not re-embed the catalogue afterwards.")
         parser.add_argument(
+            "--no-reviews",
+            action="store_true",
+            help="Ignore the review signal (approved matches and hard negatives from volunteers' reviews).",
+        )
+        parser.add_argument(
             "--background-if-untrained",
             action="store_true",
             help="Only if no version is active yet: queue the training for the worker and return at once.",
         )
 
-    def handle(self, *args, seed=0, limit=None, no_reindex=False, background_if_untrained=False, **options):
+    def handle(
+        self, *args, seed=0, limit=None, no_reindex=False, no_reviews=False, background_if_untrained=False, **options
+    ):
         if background_if_untrained:
             from mlcore.versions import active_version
 
@@ -39,8 +47,23 @@ class Command(BaseCommand):
             return
         try:
             report = services.models_train(
-                seed=seed, limit=limit, reindex=not no_reindex, progress=lambda message: self.stdout.write(message)
+                seed=seed,
+                limit=limit,
+                reindex=not no_reindex,
+                use_reviews=not no_reviews,
+                progress=lambda message: self.stdout.write(message),
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
         self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
+        feedback = report.metrics.get("feedback")
+        if no_reviews:
+            self.stdout.write("Review signal: not used (--no-reviews).")
+        elif not feedback:
+            self.stdout.write("Review signal: 0 review pairs used (no approved identifications yet).")
+        else:
+            self.stdout.write(
+                f"Review signal: {feedback['positive_pairs']} review pairs used "
+                f"({feedback['used']} of {feedback['examples']} reviewed photos, "
+                f"{feedback['hard_negative_pairs']} hard-negative pairs)."
+            )

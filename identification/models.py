@@ -115,6 +115,10 @@ class SubmissionImage(models.Model):
     side_confidence = models.FloatField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True, help_text="{field: {value, confidence}} predictions.")
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    # Rotation search: the cut-out embedded at several turns (float32 rows), with each turn's correction
+    # angle and score bonus. Computed once by the worker, so a narrowed search never runs a model.
+    turn_vectors = models.BinaryField(null=True, blank=True, editable=False)
+    turns = models.JSONField(default=dict, blank=True, help_text='{"angles": [...], "bonus": [...]}')
     timings = models.JSONField(default=dict, blank=True)
     model_versions = models.JSONField(default=dict, blank=True)
 

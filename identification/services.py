@@ -377,6 +377,7 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
     image.side = result.side
     image.side_confidence = float(result.side_confidence)
     image.embedding = np.asarray(result.embedding, dtype=np.float32)
+    image.turn_vectors, image.turns = None, {}  # turns of a previous attempt's cut-out no longer apply
     image.timings = {k: round(float(v), 1) for k, v in result.timings.items()}
     image.model_versions = dict(result.model_versions)
     image.save()
@@ -615,32 +616,46 @@ def _search_side(image: SubmissionImage) -> str | None:
 def _queries(images: list[SubmissionImage]) -> list[tuple]:
     """[(position, side, (T, dim) vectors, T correction angles, T score bonuses)] to search for each photo.
 
-    Rotation search (the upright estimate is the largest loss of recall, docs/ml-notes.md): when the
-    pipeline offers ``query_turns``, the stored cut-out is also embedded turned by the pipeline's
-    offsets from the estimated angle; turn 0 is the stored embedding itself. A photo whose cut-out
-    cannot be read is searched by its one embedding, as before.
+    Rotation search (the upright estimate is the largest loss of recall, docs/ml-notes.md): each photo
+    is searched at the turns ``_image_turns`` stored; turn 0 is its embedding at the estimated angle.
     """
-    pipeline = get_pipeline()
-    query_turns = getattr(pipeline, "query_turns", None)
-    queries = []
-    for image in images:
-        vector = np.asarray(image.embedding, dtype=np.float32)
-        base = float(image.angle or 0.0)
-        vectors, angles, bonus = vector.reshape(1, -1), [base], [0.0]
-        if query_turns is not None and getattr(pipeline, "rotation_turns", 1) > 1 and image.cutout:
-            from PIL import Image
-
-            try:
-                with image.cutout.open("rb") as fh, Image.open(fh) as cutout:
-                    cutout.load()
-                    turns = query_turns(cutout, base, first=vector)
-                vectors, angles, bonus = turns.vectors, [float(a) for a in turns.angles], list(turns.bonus)
-            except (OSError, ValueError) as exc:  # a missing or unreadable cut-out: search the one embedding
-                logger.warning("Rotation search skipped for submission image %s: %s", image.pk, exc)
-        queries.append((image.position, _search_side(image), vectors, angles, bonus))
+    queries = [(image.position, _search_side(image), *_image_turns(image)) for image in images]
     if len(images) == 2 and images[0].side == images[1].side:
         queries = [(query[0], None, *query[2:]) for query in queries]  # sides unsure: search both
     return queries
+
+
+def _image_turns(image: SubmissionImage) -> tuple[np.ndarray, list[float], list[float]]:
+    """The photo's turns: stored ones, else computed once from its cut-out (in the worker) and stored.
+
+    A photo whose cut-out cannot be read, or a pipeline without ``query_turns``, is searched by its one
+    embedding at the estimated angle.
+    """
+    if image.turn_vectors and image.turns.get("angles"):
+        angles = [float(a) for a in image.turns["angles"]]
+        vectors = np.frombuffer(bytes(image.turn_vectors), dtype=np.float32).reshape(len(angles), -1)
+        return vectors, angles, [float(b) for b in image.turns["bonus"]]
+    vector = np.asarray(image.embedding, dtype=np.float32)
+    base = float(image.angle or 0.0)
+    pipeline = get_pipeline()
+    query_turns = getattr(pipeline, "query_turns", None)
+    if query_turns is None or getattr(pipeline, "rotation_turns", 1) <= 1 or not image.cutout:
+        return vector.reshape(1, -1), [base], [0.0]
+    from PIL import Image
+
+    try:
+        with image.cutout.open("rb") as fh, Image.open(fh) as cutout:
+            cutout.load()
+            turns = query_turns(cutout, base, first=vector)
+    except (OSError, ValueError) as exc:  # a missing or unreadable cut-out: search the one embedding
+        logger.warning("Rotation search skipped for submission image %s: %s", image.pk, exc)
+        return vector.reshape(1, -1), [base], [0.0]
+    vectors = np.ascontiguousarray(turns.vectors, dtype=np.float32)
+    image.turn_vectors = vectors.tobytes()
+    image.turns = {"angles": [float(a) for a in turns.angles], "bonus": [float(b) for b in turns.bonus]}
+    if image.pk:
+        image.save(update_fields=["turn_vectors", "turns"])
+    return vectors, image.turns["angles"], image.turns["bonus"]
 
 
 def _write_candidates(submission: Submission, images: list[SubmissionImage], pipeline) -> None:

@@ -344,12 +344,42 @@ class TestRotationSearch:
         assert hits[0].item_id == items[2].pk and hits[0].angle == 30.0
         assert services.candidates_search(queries=[(0, "obverse", image.embedding)], model=model)[0].angle is None
 
+    def test_turns_are_computed_once_by_the_worker_and_a_narrowed_search_runs_no_model(
+        self, turning_pipeline, monkeypatch
+    ):
+        items = self._catalogue(turning_pipeline)
+        submission = create(files=[upload(turned_png(1103, 90))])
+        services.submission_process(submission_id=submission.pk)
+        image = submission.images.get()
+        assert image.turns["angles"] == [30.0, 120.0, 210.0, 300.0]
+        assert len(bytes(image.turn_vectors)) == 4 * 1280 * 4
+
+        def no_model(*args, **kwargs):
+            raise AssertionError("a narrowed search must reuse the stored turns")
+
+        monkeypatch.setattr(turning_pipeline, "query_turns", no_model)
+        services.submission_recompute(submission_id=submission.pk, filters={})
+        best = submission.candidates.order_by("rank").first()
+        assert best.item_id == items[3].pk and best.rotation == pytest.approx(-300.0)
+
+    def test_a_rerun_forgets_the_turns_of_the_previous_attempt(self, turning_pipeline):
+        self._catalogue(turning_pipeline)
+        submission = create(files=[upload(turned_png(1103, 90))])
+        services.submission_process(submission_id=submission.pk)
+        image = submission.images.get()
+        image.turns = {"angles": [1.0], "bonus": [0.0]}
+        image.turn_vectors = np.zeros(1280, dtype=np.float32).tobytes()
+        image.save()
+        services.submission_process(submission_id=submission.pk, force=True)
+        assert submission.images.get().turns["angles"] == [30.0, 120.0, 210.0, 300.0]
+
     def test_a_photo_without_a_readable_cut_out_is_searched_by_its_one_embedding(self, turning_pipeline):
         self._catalogue(turning_pipeline)
         submission = create(files=[upload(pattern_png(1101))])
         services.submission_process(submission_id=submission.pk)
         image = submission.images.get()
         image.cutout.storage.delete(image.cutout.name)
+        image.turn_vectors, image.turns = None, {}  # as for a photo processed before turns were stored
         (query,) = services._queries([image])
         assert query[2].shape == (1, 1280) and query[3] == [30.0]
 

@@ -50,6 +50,17 @@ def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 255 and alpha.max() > 0:
             return alpha >= 128
+    mask = studio_mask(image, tolerance=tolerance)
+    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
+        return np.ones(mask.shape, dtype=bool)
+    return mask
+
+
+def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
+    """The largest blob that differs from the background colour, holes filled; all False when none.
+
+    The background colour is the median of the border pixels (handles off-white studio paper).
+    """
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = np.median(border, axis=0)
@@ -57,12 +68,9 @@ def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
     mask = ndimage.binary_opening(distance > tolerance, iterations=2)
     labels, count = ndimage.label(mask)
     if count == 0:
-        return np.ones(mask.shape, dtype=bool)
+        return np.zeros(mask.shape, dtype=bool)
     sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
-    mask = ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
-    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
-        return np.ones(mask.shape, dtype=bool)
-    return mask
+    return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
 
 
 def coin_rgba(image: Image.Image) -> Image.Image:

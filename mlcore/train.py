@@ -246,19 +246,9 @@ def feedback_pairs(
 
 def catalogue_mask(image: Image.Image, *, tolerance: int = 23) -> np.ndarray:
     """Boolean mask of the object in a studio photo on a plain background (largest blob, holes filled)."""
-    from scipy import ndimage
+    from mlcore.degrade import studio_mask
 
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    # Distance from the background colour, estimated from the border, handles off-white studio paper.
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    background = np.median(border, axis=0)
-    distance = np.abs(rgb - background).max(axis=2)
-    mask = ndimage.binary_opening(distance > tolerance, iterations=2)
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
-    return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
+    return studio_mask(image, tolerance=tolerance)
 
 
 def mask_detection(mask: np.ndarray):

@@ -2,12 +2,15 @@
 
 Catalogue images and queries go through the same function: an upright cut-out on neutral grey
 (``mlcore.cutout``) → greyscale (patina colour differs between specimens of one type and phone light
-casts colour; relief does not) → reduced to 112 px and softened (queries are small and blurred;
-bringing the catalogue to the same level of detail measured +9 points recall@8) → a disc mask (the
-corners are background) → MobileNetV2 feature
-maps at ``input_size`` → generalised-mean (GeM) pooling, which keeps the strongest local responses
-(legend letters, a mint mark) better than plain averaging → signed square root and L2 → an optional
-learned projection (whitening learned from the catalogue, see ``projection_fit``) → L2.
+casts colour; relief does not) → reduced to 128 px and softened (queries are small and blurred;
+bringing the catalogue to the same level of detail pays; 128 px did better than 112 and 160 px on
+plain and on extra-blurred queries, 160 better than 200 px or no reduction) → a disc mask (the
+corners are background) → MobileNetV2's block-17 maps (320 channels) at ``input_size`` →
+generalised-mean (GeM) pooling in each quarter of a 2×2 grid, which
+keeps the strongest local responses (legend letters, a mint mark) and *where* they are (the
+rotation search turns the query, so the descriptor may depend on orientation; it also makes the
+best turn a sharper estimate of the angle) → signed square root and L2 → an optional learned
+projection (whitening learned from the catalogue, see ``projection_fit``) → L2.
 
 The vector always has ``EMBED_DIM`` components (a projection to fewer dimensions is zero-padded), so
 the database column never changes width; ``Embedder.version`` names the recipe and, when a learned
@@ -30,6 +33,8 @@ from mlcore.base import LazyModel, register
 from mlcore.setup_models import ModelFileError
 
 EMBED_DIM = FEATURE_DIM  # 1280: the width of the database column
+# Output channels of MobileNetV2's last blocks (torchvision's ``features`` indices).
+LAYER_CHANNELS = {16: 160, 17: 320, 18: 1280}
 FILENAME = "embed.npz"
 NEUTRAL = (128, 128, 128)
 
@@ -45,15 +50,33 @@ class EmbedConfig:
     signed_sqrt: bool = True
     # Every input is first reduced to ``lowpass`` px and softened by ``soften`` px (0 = off): queries
     # are small and blurred, so the catalogue is brought to the same level of detail.
-    lowpass: int = 112
-    soften: float = 1.5
+    lowpass: int = 128
+    soften: float = 1.25
+    # Pool the maps of MobileNetV2's block ``layer`` (18: the last, 1280 channels; 17: 320 channels)
+    # separately in each cell of a ``grid``×``grid`` split; the cells' vectors are concatenated, so the
+    # descriptor keeps where on the coin a response is (the legend's letters above or below the head).
+    layer: int = 17
+    grid: int = 2
 
     def tag(self) -> str:
         low = f"-low{self.lowpass}b{self.soften:g}" if self.lowpass else ""
+        cells = f"-l{self.layer}g{self.grid}" if (self.layer, self.grid) != (18, 1) else ""
         return (
             f"s{self.input_size}{'-grey' if self.grey else ''}{'-disc' if self.disc else ''}"
-            f"-gem{self.gem_p:g}{'-sqrt' if self.signed_sqrt else ''}{low}"
+            f"-gem{self.gem_p:g}{'-sqrt' if self.signed_sqrt else ''}{low}{cells}"
         )
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYER_CHANNELS or self.grid < 1 or self.dim > EMBED_DIM:
+            raise ValueError(
+                f"Embedding recipe: block {self.layer} pooled on a {self.grid}×{self.grid} grid does not fit "
+                f"the {EMBED_DIM}-wide database column (blocks: {sorted(LAYER_CHANNELS)})."
+            )
+
+    @property
+    def dim(self) -> int:
+        """Width of the pooled descriptor: the block's channels times the grid's cells."""
+        return LAYER_CHANNELS[self.layer] * self.grid * self.grid
 
 
 DEFAULT_CONFIG = EmbedConfig()
@@ -82,6 +105,19 @@ def gem(maps: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     if p == 1.0:
         return maps.mean(dim=(2, 3))
     return maps.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def grid_gem(maps: torch.Tensor, grid: int = 1, p: float = 3.0) -> torch.Tensor:
+    """GeM in each cell of a grid×grid split, cells concatenated row by row: (N, C, h, w) → (N, C·grid²)."""
+    if grid == 1:
+        return gem(maps, p)
+    h, w = maps.shape[2:]
+    cells = [
+        gem(maps[:, :, row * h // grid : (row + 1) * h // grid, col * w // grid : (col + 1) * w // grid], p)
+        for row in range(grid)
+        for col in range(grid)
+    ]
+    return torch.cat(cells, dim=1)
 
 
 def l2n(vectors: np.ndarray) -> np.ndarray:
@@ -199,9 +235,14 @@ class Embedder(LazyModel):
         self.trained_version = ""
 
     @property
+    def base_version(self) -> str:
+        """The recipe without any learned projection: what trained parts must have been fitted on."""
+        return f"{self.recipe}-{self.config.tag()}"
+
+    @property
     def version(self) -> str:  # type: ignore[override]
         self.ensure_loaded()
-        base = f"{self.recipe}-{self.config.tag()}"
+        base = self.base_version
         if self.projection is None:
             return base
         return f"{base}+{self.projection.tag}" + (f"@{self.trained_version}" if self.trained_version else "")
@@ -218,9 +259,9 @@ class Embedder(LazyModel):
             from mlcore.versions import resolve
 
             try:
-                path, self.trained_version = resolve(self.models_dir, FILENAME)
+                path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.base_version)
             except ModelFileError:
-                path = None  # nothing trained (or no projection in it): the plain recipe
+                path = None  # nothing trained (or no projection in it, or for another recipe): the plain recipe
             if path is not None:
                 self.projection = Projection.load(path)
         return True
@@ -230,21 +271,22 @@ class Embedder(LazyModel):
 
     @torch.inference_mode()
     def descriptors(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(N, 1280) pooled descriptors before any learned projection (signed-sqrt, L2-normalised)."""
+        """(N, ``config.dim``) pooled descriptors before any learned projection (signed-sqrt, L2-normalised)."""
         self.ensure_loaded()
         model = self.backbone.module
         from mlcore.backbone import to_tensor
 
+        blocks = model[: self.config.layer + 1]  # later blocks are not needed for this recipe
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = [prepare(image, self.config) for image in images[start : start + self.batch_size]]
-            maps = model(to_tensor(batch, self.config.input_size))
-            pooled = gem(maps, self.config.gem_p)
+            maps = blocks(to_tensor(batch, self.config.input_size))
+            pooled = grid_gem(maps, self.config.grid, self.config.gem_p)
             if self.config.signed_sqrt:
                 pooled = pooled.sign() * pooled.abs().sqrt()
             out.append(pooled.numpy())
         if not out:
-            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
+            return np.zeros((0, self.config.dim), dtype=np.float32)
         return l2n(np.concatenate(out))
 
     def embed_descriptors(self, descriptors: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.degrade import degrade_with_truth, object_mask
 from mlcore.orientation import angle_from_probabilities, angular_error, query_like, rotate_upright
 from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS
-from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, search_turns, turn_bonus
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, refine_angle, search_turns, turn_bonus
 
 SIDES = ("obverse", "reverse")
 SEARCH_DEPTH = 200  # image hits fetched per query before grouping into items
@@ -300,6 +300,13 @@ def evaluate(
         background = np.concatenate([catalogue_desc[train_rows], copy_desc])
         projections["learned"] = projection_fit(np.array(anchors), np.array(positives), background=background)
         train_cutouts.clear()
+        side_training = (
+            np.concatenate([catalogue_desc[train_rows], copy_desc]),
+            np.array([sides[i] for i in train_rows] + [side for _, side in keys]),
+            np.array([owners[i] for i in train_rows] + [rid for rid, _ in keys]),
+        )
+    else:
+        side_training = None
 
     # --- Search ---------------------------------------------------------------------------------
     excludes = [{f"{q.record.record_id}:{s}" for s in SIDES} for q in queries]
@@ -347,13 +354,20 @@ def evaluate(
         ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
         result: dict[str, Any] = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
         # The alignment angle: the best turn of the true item's best image, against the true angle.
-        align = []
-        for found, truth, angle_set, q in zip(hits, truths, angles, queries, strict=True):
+        align, refined = [], []
+        row_of = {image_id: row for row, image_id in enumerate(ids)}
+        for found, truth, angle_set, q, vectors in zip(hits, truths, angles, queries, turn_vectors, strict=True):
             mine = [h for h in found if h.item_id == truth]
             if mine:
                 align.append(angular_error(float(angle_set[mine[0].turn]), -q.angle))
+                similarities = vectors @ catalogue_vectors[row_of[mine[0].image_id]]
+                refined.append(angular_error(refine_angle(angle_set, similarities), -q.angle))
         result["alignment_median_error_deg"] = round(float(np.median(align)), 2) if align else None
         result["alignment_within_20deg"] = round(float(np.mean(np.array(align) <= 20)), 4) if align else None
+        result["alignment_refined_median_error_deg"] = round(float(np.median(refined)), 2) if refined else None
+        result["alignment_refined_within_10deg"] = (
+            round(float(np.mean(np.array(refined) <= 10)), 4) if refined else None
+        )
         by_record: dict[str, dict[str, int]] = defaultdict(dict)
         for i, q in enumerate(queries):
             by_record[q.record.record_id][q.side] = i
@@ -451,6 +465,8 @@ def evaluate(
     # --- Side and metadata (optional parts) -----------------------------------------------------
     say("figures so far: " + json.dumps({k: v for k, v in figures.items() if k != "variants"}))
     figures["side_accuracy"] = _side_accuracy(models_dir, backbone, queries, upright)
+    if side_training is not None and queries:
+        figures["side_accuracy_held_out"] = _side_held_out(side_training, turn_desc, queries, offsets)
     try:
         figures["metadata_accuracy"] = _metadata_accuracy(chosen["_index"], chosen["_query_vectors"], queries, records)
     except Exception as exc:  # optional part (mlcore.metadata is another module's)
@@ -493,6 +509,29 @@ def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: lis
         "accuracy": round(float(np.mean(correct)), 4) if correct else None,
         "note": "trained on the active version's catalogue, which may include the query types",
     }
+
+
+def _side_held_out(training, turn_desc: np.ndarray, queries: list[QueryImage], offsets: np.ndarray) -> dict[str, Any]:
+    """Side accuracy of a classifier fitted on train types only (clean + query-like cut-outs), on the queries.
+
+    ``single``: the estimator's upright cut-out, as ``Pipeline.process`` classifies; ``turns_N``: the
+    obverse probability averaged over N of the rotation search's turns (a wrong upright then matters less).
+    Pessimistic for production, where the classifier has also seen other specimens of the query's type.
+    """
+    from mlcore.side import side_weights_fit
+
+    features, side_names, groups = training
+    weights, metrics, _ = side_weights_fit(features, (side_names == "obverse").astype(int), groups)
+    truth = np.array([q.side == "obverse" for q in queries])
+    p = weights.probability_obverse(turn_desc.reshape(-1, turn_desc.shape[-1]).astype(np.float64))
+    p = p.reshape(len(queries), len(offsets))
+    result: dict[str, Any] = {"single": round(float(np.mean((p[:, 0] >= 0.5) == truth)), 4)}
+    for step in (2, 1):
+        if len(offsets) % step == 0 and len(offsets) // step > 1:
+            mean = p[:, ::step].mean(axis=1)
+            result[f"turns_{len(offsets) // step}"] = round(float(np.mean((mean >= 0.5) == truth)), 4)
+    result["fit_oof_accuracy"] = metrics["oof_accuracy"]
+    return result
 
 
 def _metadata_accuracy(index: InMemoryIndex, query_vectors, queries, records) -> dict[str, Any]:
@@ -604,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=None, help="embedding input size (default: the recipe's)")
     parser.add_argument("--lowpass", type=int, default=None, help="reduce every cut-out to this many px first")
     parser.add_argument("--soften", type=float, default=None, help="then blur it by this radius")
+    parser.add_argument("--layer", type=int, default=None, help="backbone block whose maps are pooled (16-18)")
+    parser.add_argument("--grid", type=int, default=None, help="pool each cell of a grid×grid split separately")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     from dataclasses import replace
@@ -612,7 +653,13 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {
         name: value
-        for name, value in (("input_size", args.input_size), ("lowpass", args.lowpass), ("soften", args.soften))
+        for name, value in (
+            ("input_size", args.input_size),
+            ("lowpass", args.lowpass),
+            ("soften", args.soften),
+            ("layer", args.layer),
+            ("grid", args.grid),
+        )
         if value is not None
     }
     figures = evaluate(

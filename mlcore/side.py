@@ -188,7 +188,7 @@ class SideClassifier(LazyModel):
         return self._embedder
 
     def _load(self) -> SideWeights:
-        path, self.trained_version = resolve(self.models_dir, FILENAME)
+        path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.embedder.base_version)
         return SideWeights.load(path)
 
     def describe(self) -> dict[str, str]:

@@ -653,7 +653,13 @@ def train_all(
         seconds = round(time.monotonic() - started, 1)
         metrics["seconds"] = seconds
         metrics["skipped"] = skipped
-        info = {"seed": seed, "records": len(records), "images": len(rows), "excluded": len(excluded)}
+        info = {
+            "seed": seed,
+            "records": len(records),
+            "images": len(rows),
+            "excluded": len(excluded),
+            "embedding_recipe": embedder.base_version,  # the side and projection parts fit this recipe only
+        }
         if fb is not None:
             info["feedback_pairs"] = len(fb.query)
         committed = version_commit(models_dir, version, parts=parts, metrics=metrics, info=info, activate=activate)

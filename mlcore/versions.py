@@ -206,15 +206,34 @@ def versions_prune(models_dir: str | Path, *, keep: int = 5) -> list[str]:
     return doomed
 
 
-def resolve(models_dir: str | Path, filename: str) -> tuple[Path, str]:
-    """(path of ``filename`` in the active version, version name); ModelFileError naming the fix otherwise."""
+def resolve(models_dir: str | Path, filename: str, *, recipe: str | None = None) -> tuple[Path, str]:
+    """(path of ``filename`` in the active version, version name); ModelFileError naming the fix otherwise.
+
+    ``recipe``: the embedding recipe the caller computes descriptors with. A part learned on another
+    recipe's descriptors (the code changed since the training) would silently give wrong answers,
+    so it is refused, as if nothing were trained, until the catalogue is trained again.
+    """
     version = active_version(models_dir)
     if not version:
         raise ModelFileError(f"No trained models are active in {trained_root(models_dir)}; run {TRAIN_COMMAND}.")
     path = trained_root(models_dir) / version / filename
     if not path.is_file():
         raise ModelFileError(f"Trained version {version} has no {filename}; run {TRAIN_COMMAND}.")
+    if recipe is not None and trained_recipe(models_dir, version) != recipe:
+        raise ModelFileError(
+            f"Trained version {version} was trained for embedding recipe "
+            f"{trained_recipe(models_dir, version) or '(unrecorded)'}, not {recipe}; run {TRAIN_COMMAND}."
+        )
     return path, version
+
+
+def trained_recipe(models_dir: str | Path, version: str) -> str | None:
+    """The embedding recipe a version's parts were trained on (``version.json``), None if unrecorded."""
+    meta_path = trained_root(models_dir) / version / "version.json"
+    try:
+        return json.loads(meta_path.read_text()).get("embedding_recipe")
+    except (OSError, ValueError):
+        return None
 
 
 def _mirror_manifest(models_dir: Path, info: VersionInfo) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mlcore.embed import EMBED_DIM, EmbedConfig, Embedder, Projection, gem, prepare, projection_fit
+from mlcore.embed import EMBED_DIM, EmbedConfig, Embedder, Projection, gem, grid_gem, prepare, projection_fit
 from mlcore.setup_models import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -41,6 +41,27 @@ class TestPieces:
         maps = torch.rand(2, 3, 4, 4)
         assert torch.allclose(gem(maps, 1.0), maps.mean(dim=(2, 3)))
         assert torch.all(gem(maps, 3.0) >= maps.mean(dim=(2, 3)) - 1e-6)
+
+    def test_grid_pooling_keeps_where_a_response_is(self):
+        top_left = torch.zeros(1, 3, 8, 8)
+        top_left[0, 1, 1, 1] = 5.0
+        bottom_right = torch.zeros(1, 3, 8, 8)
+        bottom_right[0, 1, 6, 6] = 5.0
+        assert torch.allclose(gem(top_left), gem(bottom_right))  # a global pool cannot tell them apart
+        a, b = grid_gem(top_left, 2), grid_gem(bottom_right, 2)
+        assert a.shape == (1, 12)
+        assert not torch.allclose(a, b)
+        assert float(a[0, 1]) > float(a[0, 10]) and float(b[0, 10]) > float(b[0, 1])  # cell 0 vs cell 3, channel 1
+        assert torch.allclose(grid_gem(top_left, 1), gem(top_left))
+
+    def test_a_recipe_names_its_layer_and_grid_and_must_fit_the_column(self):
+        assert EmbedConfig(layer=17, grid=2).dim == EMBED_DIM
+        assert "-l17g2" in EmbedConfig(layer=17, grid=2).tag()
+        assert "-l18g1" not in EmbedConfig(layer=18, grid=1).tag()
+        with pytest.raises(ValueError, match="1280"):
+            EmbedConfig(layer=18, grid=2)
+        with pytest.raises(ValueError):
+            EmbedConfig(layer=5)
 
     def test_prepare_is_greyscale_and_neutral_outside_the_disc(self):
         prepared = np.asarray(prepare(_coin(0), EmbedConfig(input_size=128)))

@@ -73,6 +73,18 @@ class TestVersions:
         with pytest.raises(ModelFileError, match="corrupt"):
             versions.version_activate(tmp_path, version)
 
+    def test_parts_trained_for_another_embedding_recipe_are_refused(self, tmp_path):
+        version = _commit(tmp_path, "one", info={"embedding_recipe": "gem-1-old"})
+        assert versions.trained_recipe(tmp_path, version) == "gem-1-old"
+        path, _ = versions.resolve(tmp_path, "side.npz", recipe="gem-1-old")
+        assert path.read_text() == "one"
+        with pytest.raises(ModelFileError, match="gem-1-old.*gem-1-new.*mlcore.train"):
+            versions.resolve(tmp_path, "side.npz", recipe="gem-1-new")
+        unrecorded = _commit(tmp_path, "two")  # made before recipes were recorded
+        assert versions.trained_recipe(tmp_path, unrecorded) is None
+        with pytest.raises(ModelFileError, match="unrecorded"):
+            versions.resolve(tmp_path, "side.npz", recipe="gem-1-new")
+
     def test_without_training_resolve_names_the_command(self, tmp_path):
         with pytest.raises(ModelFileError, match="mlcore.train"):
             versions.resolve(tmp_path, "side.npz")
@@ -149,6 +161,9 @@ class TestTrainAll:
         assert {"side-classifier", "orientation", "metadata"} <= set(report.parts)
         assert set(metrics["metadata"]["fields"]) >= {"material"}
         assert messages and messages[-1].startswith("trained version")
+        from mlcore.embed import Embedder
+
+        assert versions.trained_recipe(models_dir, report.version) == Embedder(models_dir).base_version
         for part, filename in report.parts.items():
             assert (report.path / filename).is_file(), part
 

@@ -30,20 +30,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--background-if-untrained",
             action="store_true",
-            help="Only if no version is active yet: queue the training for the worker and return at once.",
+            help=(
+                "Only if no version is active yet (or it was trained for another embedding recipe): "
+                "queue the training for the worker and return at once."
+            ),
         )
 
     def handle(
         self, *args, seed=0, limit=None, no_reindex=False, no_reviews=False, background_if_untrained=False, **options
     ):
         if background_if_untrained:
-            from mlcore.versions import active_version
+            from mlcore.embed import Embedder
+            from mlcore.versions import active_version, trained_recipe
 
-            if active_version(settings.OBVERSE_MODELS_DIR):
+            active = active_version(settings.OBVERSE_MODELS_DIR)
+            recipe = Embedder(settings.OBVERSE_MODELS_DIR).base_version
+            if active and trained_recipe(settings.OBVERSE_MODELS_DIR, active) == recipe:
                 self.stdout.write("A trained model version is active; nothing to do.")
                 return
             services.models_train_enqueue()
-            self.stdout.write("No trained models yet: training queued for the worker (identification works meanwhile).")
+            reason = "No trained models yet" if not active else f"The active version was not trained for {recipe}"
+            self.stdout.write(f"{reason}: training queued for the worker (identification works meanwhile).")
             return
         try:
             report = services.models_train(

@@ -1,4 +1,4 @@
-"""/healthz: the database, the vector extension, the worker heartbeat and the models folder."""
+"""/healthz: the database, the vector extension, the worker heartbeat, the models folder and the trained parts."""
 
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ def _worker() -> str:
     return "ok"
 
 
+def _trained() -> str:
+    """The trained parts: reported, not failing the check (identification works, less well, without them)."""
+    from mlcore.embed import Embedder
+    from mlcore.versions import TRAIN_COMMAND, active_version, trained_recipe
+
+    models_dir = settings.OBVERSE_MODELS_DIR
+    active = active_version(models_dir)
+    if not active:
+        return f"none yet (run {TRAIN_COMMAND})"
+    if trained_recipe(models_dir, active) != Embedder(models_dir).base_version:
+        return f"stale: {active} was trained for another embedding recipe (run {TRAIN_COMMAND})"
+    return f"ok ({active})"
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     database, vector = _database()
@@ -50,7 +64,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "vector_extension": vector,
         "worker": _worker(),
         "models": models,
+        "trained_models": _trained(),
     }
     healthy = database == "ok" and vector.startswith("ok") and all(v == "ok" for v in models.values())
-    # The worker may legitimately be down (web-only node), so it is reported but does not fail the check.
+    # The worker may legitimately be down (web-only node), and a catalogue may not be trained yet, so both
+    # are reported but do not fail the check.
     return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)

@@ -73,5 +73,28 @@ class TestHealthz:
         assert response.status_code == 200
         assert response.json()["checks"]["worker"] == "not running"
 
+    def test_trained_parts_are_reported_with_a_stale_recipe_named_but_do_not_fail_the_check(
+        self, client, settings, tmp_path
+    ):
+        from mlcore import versions
+        from mlcore.embed import Embedder
+
+        models_dir = settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
+
+        def trained_after_committing(recipe: str) -> tuple[str, str]:
+            version, staging = versions.version_start(models_dir, fingerprint=recipe)
+            (staging / "side.npz").write_text("weights")
+            info = {"embedding_recipe": recipe}
+            versions.version_commit(models_dir, version, parts={"side": "side.npz"}, metrics={}, info=info)
+            response = client.get(self.url)
+            assert response.status_code == 200
+            return version, response.json()["checks"]["trained_models"]
+
+        assert client.get(self.url).json()["checks"]["trained_models"].startswith("none yet")
+        old, trained = trained_after_committing("gem-0-an-older-recipe")
+        assert trained.startswith(f"stale: {old} was trained for another embedding recipe")
+        current, trained = trained_after_committing(Embedder(models_dir).base_version)
+        assert trained == f"ok ({current})"
+
     def test_it_only_answers_get(self, client):
         assert client.post(self.url).status_code == 405

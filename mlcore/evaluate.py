@@ -41,7 +41,7 @@ from PIL import Image
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.degrade import degrade_with_truth, object_mask
 from mlcore.orientation import angle_from_probabilities, angular_error, query_like, rotate_upright
-from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS
+from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS, TURN_RESIDUAL
 from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, refine_angle, search_turns, turn_bonus
 
 SIDES = ("obverse", "reverse")
@@ -281,8 +281,9 @@ def evaluate(
         keys = sorted(train_cutouts)
         keys = [keys[i] for i in rng.permutation(len(keys))[:projection_pairs]]
         copies = [
-            rotate_upright(query_like(train_cutouts[k], rng), float(rng.normal(0, 8))) for k in keys
-        ]  # residual error of the upright step
+            rotate_upright(query_like(train_cutouts[k], rng), float(rng.uniform(-TURN_RESIDUAL, TURN_RESIDUAL)))
+            for k in keys
+        ]  # what the rotation search leaves: the best turn is within half a step of upright
         copy_desc = embedder.descriptors(copies)
         anchors = [catalogue_desc[index_of[f"{rid}:{side}"]] for rid, side in keys]
         positives = list(copy_desc)

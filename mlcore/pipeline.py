@@ -42,6 +42,9 @@ CUTOUT_SIZE = 384
 # estimator's log-probability of each turn (0 = every turn equally plausible).
 ROTATION_TURNS = 8
 ROTATION_PRIOR = 0.03
+# The best turn is at most half a step from upright: learned parts that compare a query with the
+# catalogue (the embedding's whitening) are trained on copies turned anywhere within it.
+TURN_RESIDUAL = 180.0 / ROTATION_TURNS
 NEUTRAL = (128, 128, 128)  # mlcore.cutout's background grey
 
 

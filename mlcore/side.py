@@ -26,17 +26,26 @@ NEUTRAL = (128, 128, 128)
 
 
 def augment_like_query(
-    image: Image.Image, rng: np.random.Generator, *, neutral=NEUTRAL, turn_probability: float = 0.5
+    image: Image.Image,
+    rng: np.random.Generator,
+    *,
+    neutral=NEUTRAL,
+    turn_probability: float = 0.5,
+    residual: float | None = None,
 ) -> Image.Image:
     """A copy of a clean upright cut-out that looks like a phone query's cut-out.
 
     Rotation (any angle with ``turn_probability``, since the upright step can fail; else a few
-    degrees), low resolution, blur, lighting, noise and JPEG compression; the frame and neutral
+    degrees, or anywhere within ±``residual`` degrees: what is left after the rotation search's best
+    turn), low resolution, blur, lighting, noise and JPEG compression; the frame and neutral
     background are kept.
     """
     rgb = image.convert("RGB")
     size = rgb.size
-    angle = float(rng.uniform(0, 360)) if rng.random() < turn_probability else float(rng.normal(0, 8))
+    if rng.random() < turn_probability:
+        angle = float(rng.uniform(0, 360))
+    else:
+        angle = float(rng.uniform(-residual, residual)) if residual else float(rng.normal(0, 8))
     rgb = rgb.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=neutral)
     small = int(rng.integers(64, max(65, min(size) + 1)))
     rgb = rgb.resize((small, small), Image.Resampling.BILINEAR).resize(size, Image.Resampling.BILINEAR)

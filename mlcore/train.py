@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
+from mlcore.pipeline import TURN_RESIDUAL
 from mlcore.setup_models import models_dir as default_models_dir
 from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_weights_fit
 from mlcore.versions import (
@@ -469,7 +470,7 @@ def train_all(
             if not pending:
                 return
             clean = [image for _, _, image in pending]
-            upright = [augment_like_query(image, rng, turn_probability=0.0) for image in clean]
+            upright = [augment_like_query(image, rng, turn_probability=0.0, residual=TURN_RESIDUAL) for image in clean]
             turned = [
                 image.rotate(float(rng.uniform(0, 360)), resample=Image.Resampling.BILINEAR, fillcolor=NEUTRAL)
                 for image in upright

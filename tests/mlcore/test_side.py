@@ -63,6 +63,27 @@ class TestAugment:
         assert np.array_equal(np.asarray(a), np.asarray(b))
         assert not np.array_equal(np.asarray(a), np.asarray(image))
 
+    def test_a_residual_turns_copies_anywhere_within_it(self):
+        from PIL import ImageDraw
+
+        image = Image.new("RGB", (128, 128), (128, 128, 128))
+        ImageDraw.Draw(image).rectangle([14, 56, 114, 72], fill=(10, 10, 10))  # a dark horizontal bar
+
+        def bar_angle(copy: Image.Image) -> float:
+            rows, cols = np.nonzero(np.asarray(copy.convert("L"), dtype=np.float32) < 70)
+            x, y = cols - cols.mean(), rows - rows.mean()
+            return float(np.degrees(0.5 * np.arctan2(2 * (x * y).mean(), (x * x).mean() - (y * y).mean())))
+
+        rng = np.random.default_rng(0)
+        turned = [
+            abs(bar_angle(augment_like_query(image, rng, turn_probability=0.0, residual=22.5))) for _ in range(30)
+        ]
+        assert max(turned) <= 25.0
+        assert max(turned) >= 15.0  # uniform within ±22.5°: 30 copies all below 15° has odds (2/3)^30
+        rng = np.random.default_rng(0)
+        default = [abs(bar_angle(augment_like_query(image, rng, turn_probability=0.0))) for _ in range(30)]
+        assert np.median(default) < np.median(turned)
+
 
 class TestSideClassifierModel:
     def test_without_training_it_names_the_command(self, tmp_path):

@@ -377,7 +377,12 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
     image.side = result.side
     image.side_confidence = float(result.side_confidence)
     image.embedding = np.asarray(result.embedding, dtype=np.float32)
-    image.turn_vectors, image.turns = None, {}  # turns of a previous attempt's cut-out no longer apply
+    turns = getattr(result, "turns", None)  # the rotation search's query, when the pipeline made it
+    if turns is not None:
+        image.turn_vectors = np.ascontiguousarray(turns.vectors, dtype=np.float32).tobytes()
+        image.turns = {"angles": [float(a) for a in turns.angles], "bonus": [float(b) for b in turns.bonus]}
+    else:
+        image.turn_vectors, image.turns = None, {}  # turns of a previous attempt's cut-out no longer apply
     image.timings = {k: round(float(v), 1) for k, v in result.timings.items()}
     image.model_versions = dict(result.model_versions)
     image.save()

@@ -9,9 +9,11 @@ orientation, metadata calibration) come from the active trained version (``mlcor
 are only needed when their step runs.
 
 Metadata needs catalogue neighbours (a pgvector search on the Django side), so it is a separate
-call: ``Pipeline.predict_metadata(neighbours)``. So is the rotation search's query,
-``Pipeline.query_turns(cutout, angle)``: the cut-out embedded at several turns, searched turn by
-turn, each catalogue image scored by its best turn (docs/ml-notes.md, "Rotation search").
+call: ``Pipeline.predict_metadata(neighbours)``. The rotation search's query (the cut-out embedded
+at several turns, searched turn by turn, each catalogue image scored by its best turn;
+docs/ml-notes.md, "Rotation search") comes with a query's ``ProcessResult.turns``, where the side
+classifier also averages over the turns; ``Pipeline.query_turns(cutout, angle)`` makes it again
+from a stored cut-out.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class ProcessResult:
     mask: Image.Image | None = None  # the chosen object's mask (L) at the original size
     on_neutral: Image.Image | None = None  # the cut-out on neutral before turning
     before_enhance: Image.Image | None = None
+    # The rotation search's query (as ``query_turns`` makes it), made while classifying: the side is
+    # the mean of the turns' probabilities, so a wrong upright estimate costs the side less. None for
+    # catalogue photos (``assume_upright``) and when the search is off.
+    turns: QueryTurns | None = None
 
 
 class Pipeline:
@@ -221,13 +227,16 @@ class Pipeline:
         done("removing_background")
 
         step("turning_upright")
+        from mlcore.orientation import angle_from_probabilities, rotate_upright
+
+        probabilities = None  # the orientation estimator's bins, reused as the rotation search's prior
         if assume_upright or not self.use_orientation:
             angle, angle_confidence, upright = 0.0, 1.0, on_neutral
         else:
-            from mlcore.orientation import rotate_upright
-
             try:
-                angle, angle_confidence = self.orientation.estimate(on_neutral)
+                probabilities = self.orientation.probabilities([on_neutral])[0]
+                turned, angle_confidence = angle_from_probabilities(probabilities)
+                angle = (-turned) % 360.0
             except ModelFileError:
                 # Nothing trained yet (a fresh catalogue): keep the photographed angle. Identification
                 # still works, less well, until `train_models` has run.
@@ -243,23 +252,40 @@ class Pipeline:
             upright, enhanced = enhance(upright, source_size=coin_size)
         done("enhancing")
 
-        # The side classifier reads the embedder's descriptors: computed once, in whichever step runs first.
+        # The side classifier reads the embedder's descriptors of the upright cut-out and of the rotation
+        # search's other turns: computed once, in whichever step runs first.
+        angles = np.array([angle % 360.0])
+        if not assume_upright and self.rotation_turns > 1:
+            angles = (float(angle) + self.turn_offsets()) % 360.0
         descriptors = None
+
+        def describe() -> np.ndarray:
+            return self.embedder.descriptors([upright] + [rotate_upright(on_neutral, float(a)) for a in angles[1:]])
+
         step("classifying")
         if known_side:
             side, side_confidence = known_side, 1.0
         else:
-            descriptors = self.embedder.descriptors([upright])
+            descriptors = describe()
             try:
-                side, side_confidence = self.side_classifier.predict_features(descriptors)[0]
+                side, side_confidence = self.side_classifier.predict_turns(descriptors)
             except ModelFileError:
                 side, side_confidence = "unknown", 0.0  # untrained: the search then looks at both sides
         done("classifying")
 
         step("embedding")
         if descriptors is None:
-            descriptors = self.embedder.descriptors([upright])
-        embedding = np.asarray(self.embedder.embed_descriptors(descriptors)[0], dtype=np.float32)
+            descriptors = describe()
+        vectors = np.asarray(self.embedder.embed_descriptors(descriptors), dtype=np.float32)
+        embedding = vectors[0]
+        turns = None
+        if len(angles) > 1:
+            bonus = np.zeros(len(angles))
+            if self.rotation_prior and probabilities is not None:
+                from mlcore.retrieval import turn_bonus
+
+                bonus = turn_bonus(probabilities, angles, self.rotation_prior)
+            turns = QueryTurns(angles=angles, vectors=vectors, bonus=bonus)
         done("embedding")
         timings["total"] = round((time.perf_counter() - started) * 1000, 1)
 
@@ -281,6 +307,7 @@ class Pipeline:
             mask=Image.fromarray((detection.mask * 255).astype(np.uint8)),
             on_neutral=on_neutral,
             before_enhance=before_enhance,
+            turns=turns,
         )
 
     def turn_offsets(self) -> np.ndarray:

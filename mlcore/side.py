@@ -209,6 +209,15 @@ class SideClassifier(LazyModel):
         probabilities = self.ensure_loaded().probability_obverse(np.asarray(features, dtype=np.float64))
         return [("obverse", float(p)) if p >= 0.5 else ("reverse", float(1 - p)) for p in probabilities]
 
+    def predict_turns(self, features: np.ndarray) -> tuple[str, float]:
+        """(side, probability of that side) of ONE photo from its descriptors at several turns.
+
+        The probabilities are averaged: a cut-out turned the wrong way is classified less well, and
+        the rotation search's turns (one of them near upright) come at no extra cost.
+        """
+        p = float(np.mean(self.ensure_loaded().probability_obverse(np.asarray(features, dtype=np.float64))))
+        return ("obverse", p) if p >= 0.5 else ("reverse", 1 - p)
+
     def predict(self, images: Sequence[Image.Image]) -> list[tuple[str, float]]:
         """[(side, probability of that side)] for upright (or roughly upright) cut-outs on neutral."""
         if not images:

@@ -36,6 +36,7 @@ class FakeResult:
     embedding: np.ndarray
     timings: dict = field(default_factory=dict)
     model_versions: dict = field(default_factory=dict)
+    turns: object = None  # the rotation search's query when the pipeline makes it while processing
 
 
 class FakeEmbedder:

@@ -378,6 +378,33 @@ class TestRotationSearch:
         best = submission.candidates.order_by("rank").first()
         assert best.item_id == items[3].pk and best.rotation == pytest.approx(-300.0, abs=3.0)
 
+    def test_turns_the_pipeline_made_while_processing_are_stored_without_computing_them_again(
+        self, turning_pipeline, monkeypatch
+    ):
+        from mlcore.pipeline import QueryTurns
+
+        items = self._catalogue(turning_pipeline)
+        process = turning_pipeline.process
+
+        def process_with_turns(source, **kwargs):
+            result = process(source, **kwargs)
+            cutout = result.cutout
+            made = TurningFakePipeline.query_turns(turning_pipeline, cutout, result.angle, first=result.embedding)
+            result.turns = QueryTurns(made.angles, made.vectors, np.array([-0.3, -0.2, -0.1, 0.0]))
+            return result
+
+        def no_model(*args, **kwargs):
+            raise AssertionError("the turns came with the result")
+
+        monkeypatch.setattr(turning_pipeline, "process", process_with_turns)
+        monkeypatch.setattr(turning_pipeline, "query_turns", no_model)
+        submission = create(files=[upload(turned_png(1103, 90))])
+        services.submission_process(submission_id=submission.pk)
+        image = submission.images.get()
+        assert image.turns == {"angles": [30.0, 120.0, 210.0, 300.0], "bonus": [-0.3, -0.2, -0.1, 0.0]}
+        assert len(bytes(image.turn_vectors)) == 4 * 1280 * 4
+        assert submission.candidates.order_by("rank").first().item_id == items[3].pk
+
     def test_a_rerun_forgets_the_turns_of_the_previous_attempt(self, turning_pipeline):
         self._catalogue(turning_pipeline)
         submission = create(files=[upload(turned_png(1103, 90))])

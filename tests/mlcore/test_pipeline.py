@@ -111,6 +111,36 @@ class TestCataloguePath:
         assert turns.bonus[3] == pytest.approx(0.0, abs=1e-3)  # log p ≈ 0 where the estimator is sure
         assert turns.bonus[0] < turns.bonus[3] - 0.1
 
+    def test_a_query_comes_back_with_its_turns_as_query_turns_makes_them_and_a_catalogue_photo_without(
+        self, pretrained_dir, photo
+    ):
+        pipeline = Pipeline(pretrained_dir, rotation_turns=4)
+        query = pipeline.process(photo.read_bytes())
+        assert query.turns is not None
+        assert query.turns.angles.tolist() == [query.angle, 90.0, 180.0, 270.0]  # nothing trained: estimate 0°
+        assert np.array_equal(query.turns.vectors[0], query.embedding)
+        again = pipeline.query_turns(query.cutout, query.angle, first=query.embedding)
+        assert np.allclose(query.turns.vectors, again.vectors, atol=1e-5)
+        assert query.turns.bonus.tolist() == again.bonus.tolist()
+        catalogue = pipeline.process(photo.read_bytes(), known_side="obverse", assume_upright=True)
+        assert catalogue.turns is None
+        assert np.array_equal(catalogue.embedding, query.embedding)
+
+    def test_the_side_is_the_mean_of_the_turns_probabilities(self, pretrained_dir, photo):
+        from mlcore.side import SideClassifier
+
+        class FirstTurnSure:
+            """Side weights sure of 'obverse' at the first turn only, leaning 'reverse' at the others."""
+
+            def probability_obverse(self, features):
+                return np.r_[1.0, [0.4] * (len(features) - 1)]
+
+        pipeline = Pipeline(pretrained_dir, rotation_turns=4)
+        classifier = pipeline._parts["side"] = SideClassifier(pretrained_dir, embedder=pipeline.embedder)
+        classifier._model = FirstTurnSure()
+        result = pipeline.process(photo.read_bytes())
+        assert result.side == "obverse" and result.side_confidence == pytest.approx((1.0 + 3 * 0.4) / 4)
+
     def test_without_the_upright_step_there_is_no_rotation_search(self, pretrained_dir):
         assert Pipeline(pretrained_dir, use_orientation=False).turn_offsets().tolist() == [0.0]
         assert Pipeline(pretrained_dir, rotation_turns=6).turn_offsets().tolist() == [0, 60, 120, 180, 240, 300]

@@ -120,6 +120,23 @@ def grid_gem(maps: torch.Tensor, grid: int = 1, p: float = 3.0) -> torch.Tensor:
     return torch.cat(cells, dim=1)
 
 
+def global_descriptors(descriptors: np.ndarray, config: EmbedConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """The descriptors one GeM over the whole map would give, from grid descriptors (signed-sqrt, L2).
+
+    For parts that must not depend on where things are on the coin (the side classifier: a turned
+    cut-out should look like the same side). Exact when the grid's cells are equal (8×8 maps at
+    256 px): the whole map's p-mean is the mean of the cells' p-means, and the common scale the L2
+    normalisation applied cancels in the final L2. No extra backbone pass.
+    """
+    vectors = np.asarray(descriptors, dtype=np.float64)
+    if config.grid == 1:
+        return l2n(vectors)
+    cells = vectors.reshape(len(vectors), config.grid * config.grid, -1)
+    pooled = cells**2 if config.signed_sqrt else cells  # back to (a common multiple of) the cells' GeM
+    pooled = np.mean(np.maximum(pooled, 0.0) ** config.gem_p, axis=1) ** (1.0 / config.gem_p)
+    return l2n(np.sqrt(pooled) if config.signed_sqrt else pooled)
+
+
 def l2n(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)

@@ -467,7 +467,7 @@ def evaluate(
     say("figures so far: " + json.dumps({k: v for k, v in figures.items() if k != "variants"}))
     figures["side_accuracy"] = _side_accuracy(models_dir, backbone, queries, upright)
     if side_training is not None and queries:
-        figures["side_accuracy_held_out"] = _side_held_out(side_training, turn_desc, queries, offsets)
+        figures["side_accuracy_held_out"] = _side_held_out(side_training, turn_desc, queries, offsets, embedder.config)
     try:
         figures["metadata_accuracy"] = _metadata_accuracy(chosen["_index"], chosen["_query_vectors"], queries, records)
     except Exception as exc:  # optional part (mlcore.metadata is another module's)
@@ -512,19 +512,25 @@ def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: lis
     }
 
 
-def _side_held_out(training, turn_desc: np.ndarray, queries: list[QueryImage], offsets: np.ndarray) -> dict[str, Any]:
+def _side_held_out(
+    training, turn_desc: np.ndarray, queries: list[QueryImage], offsets: np.ndarray, config=None
+) -> dict[str, Any]:
     """Side accuracy of a classifier fitted on train types only (clean + query-like cut-outs), on the queries.
 
     ``single``: the estimator's upright cut-out, as ``Pipeline.process`` classifies; ``turns_N``: the
     obverse probability averaged over N of the rotation search's turns (a wrong upright then matters less).
     Pessimistic for production, where the classifier has also seen other specimens of the query's type.
     """
-    from mlcore.side import side_weights_fit
+    from mlcore.embed import DEFAULT_CONFIG
+    from mlcore.side import side_features, side_weights_fit
 
+    config = config or DEFAULT_CONFIG
     features, side_names, groups = training
-    weights, metrics, _ = side_weights_fit(features, (side_names == "obverse").astype(int), groups)
+    weights, metrics, _ = side_weights_fit(
+        side_features(features, config), (side_names == "obverse").astype(int), groups
+    )
     truth = np.array([q.side == "obverse" for q in queries])
-    p = weights.probability_obverse(turn_desc.reshape(-1, turn_desc.shape[-1]).astype(np.float64))
+    p = weights.probability_obverse(side_features(turn_desc.reshape(-1, turn_desc.shape[-1]), config))
     p = p.reshape(len(queries), len(offsets))
     result: dict[str, Any] = {"single": round(float(np.mean((p[:, 0] >= 0.5) == truth)), 4)}
     for step in (2, 1):

@@ -33,7 +33,7 @@ from PIL import Image
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.pipeline import TURN_RESIDUAL
 from mlcore.setup_models import models_dir as default_models_dir
-from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_weights_fit
+from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_features, side_weights_fit
 from mlcore.versions import (
     list_versions,
     version_abort,
@@ -524,9 +524,13 @@ def train_all(
         if phone["row"]:
             phone_rows = np.array(phone["row"])
             for name in ("turned", "upright"):
-                extra[f"phone_{name}"] = (embedder.descriptors(phone[name]), obverse[phone_rows], groups[phone_rows])
+                extra[f"phone_{name}"] = (
+                    side_features(embedder.descriptors(phone[name]), embedder.config),
+                    obverse[phone_rows],
+                    groups[phone_rows],
+                )
         weights, side_metrics, oof = side_weights_fit(
-            np.concatenate([clean_d, upright_d, turned_d]),
+            side_features(np.concatenate([clean_d, upright_d, turned_d]), embedder.config),
             np.concatenate([obverse, obverse, obverse]),
             np.concatenate([groups, groups, groups]),
             seed=seed,

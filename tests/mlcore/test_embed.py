@@ -9,7 +9,18 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mlcore.embed import EMBED_DIM, EmbedConfig, Embedder, Projection, gem, grid_gem, prepare, projection_fit
+from mlcore.embed import (
+    EMBED_DIM,
+    EmbedConfig,
+    Embedder,
+    Projection,
+    gem,
+    global_descriptors,
+    grid_gem,
+    l2n,
+    prepare,
+    projection_fit,
+)
 from mlcore.setup_models import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -53,6 +64,16 @@ class TestPieces:
         assert not torch.allclose(a, b)
         assert float(a[0, 1]) > float(a[0, 10]) and float(b[0, 10]) > float(b[0, 1])  # cell 0 vs cell 3, channel 1
         assert torch.allclose(grid_gem(top_left, 1), gem(top_left))
+
+    def test_the_whole_coin_descriptor_is_recovered_exactly_from_the_grid_descriptor(self):
+        maps = torch.rand(3, 320, 8, 8) * 4
+        config = EmbedConfig(layer=17, grid=2)
+        grid = l2n(grid_gem(maps, 2).sqrt().numpy())  # as Embedder.descriptors makes them
+        whole = l2n(gem(maps).sqrt().numpy())
+        assert np.allclose(global_descriptors(grid, config), whole, atol=1e-5)
+        turned = l2n(grid_gem(torch.rot90(maps, 1, dims=(2, 3)), 2).sqrt().numpy())
+        assert not np.allclose(turned, grid, atol=1e-3)  # the grid descriptor depends on the turn...
+        assert np.allclose(global_descriptors(turned, config), whole, atol=1e-5)  # ...the whole-coin one not
 
     def test_a_recipe_names_its_layer_and_grid_and_must_fit_the_column(self):
         assert EmbedConfig(layer=17, grid=2).dim == EMBED_DIM

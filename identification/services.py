@@ -591,34 +591,7 @@ def candidates_search(
             )
         )
     hits.sort(key=lambda h: -h.score)
-    return _refine_angles(hits[:k], queries, model)
-
-
-def _refine_angles(hits: list[ItemHit], queries: Sequence[tuple], model: tuple[str, str]) -> list[ItemHit]:
-    """Each hit's alignment angle placed between the searched turns (``mlcore.retrieval.refine_angle``).
-
-    The best turn is up to half a step off; the evidence image's similarity with the query at every
-    turn places the angle between the turns. One read of the hits' own vectors, no model.
-    """
-    from mlcore.retrieval import refine_angle
-
-    turns = {
-        query[0]: (np.atleast_2d(np.asarray(query[2], dtype=np.float32)), list(query[3]))
-        for query in queries
-        if len(query) > 3 and len(query[3]) >= 3
-    }
-    wanted = [h.image_id for h in hits if h.angle is not None and h.query_position in turns]
-    if not wanted:
-        return hits
-    stored = ImageEmbedding.objects.filter(image_id__in=wanted, model_name=model[0], model_version=model[1])
-    vectors = {
-        image_id: np.asarray(vector, dtype=np.float32) for image_id, vector in stored.values_list("image_id", "vector")
-    }
-    for hit in hits:
-        if hit.angle is not None and hit.image_id in vectors and hit.query_position in turns:
-            turned, angles = turns[hit.query_position]
-            hit.angle = refine_angle(angles, turned @ vectors[hit.image_id])
-    return hits
+    return hits[:k]
 
 
 def _item_labels(item_ids: Sequence[int]) -> dict[int, dict[str, str]]:

@@ -35,6 +35,7 @@ from mlcore.setup_models import ModelFileError
 EMBED_DIM = FEATURE_DIM  # 1280: the width of the database column
 # Output channels of MobileNetV2's last blocks (torchvision's ``features`` indices).
 LAYER_CHANNELS = {16: 160, 17: 320, 18: 1280}
+LAYOUT_DIM = 4 * FEATURE_DIM  # ``Embedder.descriptors_and_layout``: the last block's maps on a 2×2 grid
 FILENAME = "embed.npz"
 NEUTRAL = (128, 128, 128)
 
@@ -286,15 +287,28 @@ class Embedder(LazyModel):
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
 
-    @torch.inference_mode()
     def descriptors(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, ``config.dim``) pooled descriptors before any learned projection (signed-sqrt, L2-normalised)."""
+        return self._read(images, layout=False)[0]
+
+    def descriptors_and_layout(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(descriptors, layout) from one pass: ``descriptors`` as above; ``layout`` (N, 4·1280) for orientation.
+
+        ``layout``: the last block's maps (one 1×1 convolution after the embedding's block, so nearly
+        free) averaged in each quarter, signed square root: where the head or the standing figure
+        sits, which is what the orientation estimator reads (``mlcore.orientation``).
+        """
+        return self._read(images, layout=True)
+
+    @torch.inference_mode()
+    def _read(self, images: Sequence[Image.Image], *, layout: bool) -> tuple[np.ndarray, np.ndarray | None]:
         self.ensure_loaded()
         model = self.backbone.module
         from mlcore.backbone import to_tensor
 
-        blocks = model[: self.config.layer + 1]  # later blocks are not needed for this recipe
-        out = []
+        blocks = model[: self.config.layer + 1]  # later blocks are only needed for the layout
+        rest = model[self.config.layer + 1 :]
+        out, layouts = [], []
         for start in range(0, len(images), self.batch_size):
             batch = [prepare(image, self.config) for image in images[start : start + self.batch_size]]
             maps = blocks(to_tensor(batch, self.config.input_size))
@@ -302,9 +316,13 @@ class Embedder(LazyModel):
             if self.config.signed_sqrt:
                 pooled = pooled.sign() * pooled.abs().sqrt()
             out.append(pooled.numpy())
+            if layout:
+                last = rest(maps) if len(rest) else maps
+                layouts.append(torch.nn.functional.adaptive_avg_pool2d(last, 2).flatten(1).sqrt().numpy())
         if not out:
-            return np.zeros((0, self.config.dim), dtype=np.float32)
-        return l2n(np.concatenate(out))
+            width = LAYOUT_DIM if layout else 0
+            return np.zeros((0, self.config.dim), dtype=np.float32), np.zeros((0, width), dtype=np.float32)
+        return l2n(np.concatenate(out)), (np.concatenate(layouts).astype(np.float32) if layout else None)
 
     def embed_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
         """Descriptors → final embeddings (projection if any, zero-padded to EMBED_DIM, L2-normalised)."""

@@ -40,9 +40,9 @@ from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.degrade import degrade_with_truth, object_mask
-from mlcore.orientation import angle_from_probabilities, angular_error, query_like, rotate_upright
+from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like, rotate_upright
 from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS, TURN_RESIDUAL
-from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, refine_angle, search_turns, turn_bonus
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, search_turns, turn_bonus
 
 SIDES = ("obverse", "reverse")
 SEARCH_DEPTH = 200  # image hits fetched per query before grouping into items
@@ -153,8 +153,8 @@ def evaluate(
     train_fraction: float = 0.5,
     segmenter: str = "truth",
     orientation_images: int = 800,
-    orientation_rotations: int = 4,
-    orientation_tta: int = 1,
+    orientation_rotations: int = 3,
+    orientation_tta: int = 8,
     rotation_sweep: int = ROTATION_TURNS,
     projection: bool = True,
     projection_pairs: int = 1500,
@@ -224,7 +224,7 @@ def evaluate(
     estimator, orientation_fit_metrics = OrientationEstimator.fit(
         orientation_pool,
         np.random.default_rng(seed),
-        backbone=backbone,
+        embedder=embedder,
         rotations=orientation_rotations,
     )
     estimator.tta = orientation_tta
@@ -258,7 +258,7 @@ def evaluate(
             say(f"queries: {len(queries)} photos")
 
     say(f"orientation: estimating {len(queries)} queries")
-    probabilities = estimator.probabilities([q.cutout for q in queries]) if queries else np.zeros((0, 36))
+    probabilities = estimator.probabilities([q.cutout for q in queries]) if queries else np.zeros((0, BINS))
     estimates = [estimate_from_probabilities(p) for p in probabilities]
     errors = [angular_error(est, -q.angle) for (est, _), q in zip(estimates, queries, strict=True)]
     upright = [rotate_upright(q.cutout, est) for (est, _), q in zip(estimates, queries, strict=True)]
@@ -355,20 +355,14 @@ def evaluate(
         ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
         result: dict[str, Any] = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
         # The alignment angle: the best turn of the true item's best image, against the true angle.
-        align, refined = [], []
-        row_of = {image_id: row for row, image_id in enumerate(ids)}
-        for found, truth, angle_set, q, vectors in zip(hits, truths, angles, queries, turn_vectors, strict=True):
+        align = []
+        for found, truth, angle_set, q in zip(hits, truths, angles, queries, strict=True):
             mine = [h for h in found if h.item_id == truth]
             if mine:
                 align.append(angular_error(float(angle_set[mine[0].turn]), -q.angle))
-                similarities = vectors @ catalogue_vectors[row_of[mine[0].image_id]]
-                refined.append(angular_error(refine_angle(angle_set, similarities), -q.angle))
         result["alignment_median_error_deg"] = round(float(np.median(align)), 2) if align else None
         result["alignment_within_20deg"] = round(float(np.mean(np.array(align) <= 20)), 4) if align else None
-        result["alignment_refined_median_error_deg"] = round(float(np.median(refined)), 2) if refined else None
-        result["alignment_refined_within_10deg"] = (
-            round(float(np.mean(np.array(refined) <= 10)), 4) if refined else None
-        )
+        result["alignment_within_10deg"] = round(float(np.mean(np.array(align) <= 10)), 4) if align else None
         by_record: dict[str, dict[str, int]] = defaultdict(dict)
         for i, q in enumerate(queries):
             by_record[q.record.record_id][q.side] = i
@@ -467,7 +461,15 @@ def evaluate(
     say("figures so far: " + json.dumps({k: v for k, v in figures.items() if k != "variants"}))
     figures["side_accuracy"] = _side_accuracy(models_dir, backbone, queries, upright)
     if side_training is not None and queries:
-        figures["side_accuracy_held_out"] = _side_held_out(side_training, turn_desc, queries, offsets, embedder.config)
+        figures["side_accuracy_held_out"] = _side_held_out(
+            side_training,
+            turn_desc,
+            queries,
+            offsets,
+            embedder.config,
+            probabilities=probabilities,
+            estimates=estimates,
+        )
     try:
         figures["metadata_accuracy"] = _metadata_accuracy(chosen["_index"], chosen["_query_vectors"], queries, records)
     except Exception as exc:  # optional part (mlcore.metadata is another module's)
@@ -513,13 +515,22 @@ def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: lis
 
 
 def _side_held_out(
-    training, turn_desc: np.ndarray, queries: list[QueryImage], offsets: np.ndarray, config=None
+    training,
+    turn_desc: np.ndarray,
+    queries: list[QueryImage],
+    offsets: np.ndarray,
+    config=None,
+    *,
+    probabilities: np.ndarray | None = None,
+    estimates: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Side accuracy of a classifier fitted on train types only (clean + query-like cut-outs), on the queries.
 
     ``single``: the estimator's upright cut-out, as ``Pipeline.process`` classifies; ``turns_N``: the
-    obverse probability averaged over N of the rotation search's turns (a wrong upright then matters less).
-    Pessimistic for production, where the classifier has also seen other specimens of the query's type.
+    obverse probability averaged over N of the rotation search's turns (a wrong upright then matters less);
+    ``turns_N_weighted``: averaged with each turn weighed by how plausible the orientation estimator
+    finds it (``probabilities``, ``estimates``). Pessimistic for production, where the classifier has
+    also seen other specimens of the query's type.
     """
     from mlcore.embed import DEFAULT_CONFIG
     from mlcore.side import side_features, side_weights_fit
@@ -537,6 +548,17 @@ def _side_held_out(
         if len(offsets) % step == 0 and len(offsets) // step > 1:
             mean = p[:, ::step].mean(axis=1)
             result[f"turns_{len(offsets) // step}"] = round(float(np.mean((mean >= 0.5) == truth)), 4)
+    if probabilities is not None and estimates is not None and len(offsets) > 1:
+        from mlcore.retrieval import turn_probabilities
+
+        weights_of_turns = np.array(
+            [
+                turn_probabilities(pq, (est + offsets) % 360.0)
+                for pq, (est, _) in zip(probabilities, estimates, strict=True)
+            ]
+        )
+        weighted = (p * weights_of_turns).sum(axis=1) / np.maximum(weights_of_turns.sum(axis=1), 1e-12)
+        result[f"turns_{len(offsets)}_weighted"] = round(float(np.mean((weighted >= 0.5) == truth)), 4)
     result["fit_oof_accuracy"] = metrics["oof_accuracy"]
     return result
 
@@ -634,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segmenter", choices=("truth", "model"), default="truth")
     parser.add_argument("--train-fraction", type=float, default=0.5)
     parser.add_argument("--orientation-images", type=int, default=800)
-    parser.add_argument("--orientation-rotations", type=int, default=4)
-    parser.add_argument("--orientation-tta", type=int, default=1, choices=(1, 2, 4))
+    parser.add_argument("--orientation-rotations", type=int, default=3)
+    parser.add_argument("--orientation-tta", type=int, default=8, choices=(1, 2, 4, 8))
     parser.add_argument(
         "--rotation-sweep",
         type=int,

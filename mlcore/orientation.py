@@ -1,12 +1,17 @@
 """Turn a coin cut-out upright: estimate its rotation from its image, learnt from the catalogue.
 
-Catalogue photos are upright, so they are labelled data for free: each training cut-out is turned by
-known angles (and made to look like a phone query: blur, low resolution, lighting, JPEG), described
-by the pretrained backbone's feature maps pooled on a 2×2 grid (layout matters here: where the head
-or the standing figure sits), reduced by PCA, and a multinomial logistic regression learns the angle
-over ``BINS`` bins. The estimate is refined by a circular mean of the probabilities around the best
-bin; the confidence is the probability mass within ±20° of it. At query time, the cut-out can also be
-described turned by 0/90/180/270° (``tta=4``) and the four shifted probability vectors averaged.
+Catalogue photos are upright, so they are labelled data for free: training cut-outs are turned by
+known angles (and made to look like phone queries: blur, low resolution, lighting, JPEG), described
+by the embedder's layout features (``Embedder.descriptors_and_layout``: the backbone's last maps
+averaged on a 2×2 grid, where the head or the standing figure sits; the same pass as the embedding),
+reduced by PCA, and a multinomial logistic regression learns the angle over ``BINS`` bins.
+
+At query time the cut-out is also described turned by each of ``TTA`` evenly spaced turns and the
+turns' probability vectors, shifted back, are averaged: a view the classifier reads badly is
+outvoted by the others (median error on held-out types' phone-like cut-outs 26° with one view,
+13° with eight; docs/ml-notes.md). The same eight views give the side classifier its turns, so the
+pipeline makes them once. The estimate is refined by a circular mean of the probabilities around the
+best bin; the confidence is the probability mass within ±20° of it.
 
 Angles follow Pillow: positive = counter-clockwise. ``estimate`` returns the angle by which to
 rotate the image counter-clockwise to make it upright; ``rotate_upright(image, angle)`` does it.
@@ -22,16 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
-from mlcore.backbone import Backbone, to_tensor
 from mlcore.base import LazyModel, register
 
 FILENAME = "orientation.npz"
 NEUTRAL = (128, 128, 128)
-BINS = 36
-INPUT_SIZE = 224
+BINS = 48  # 7.5° each; a multiple of TTA, so each turn's probabilities shift back by whole bins
+TTA = 8
+PCA_ROWS = 4000  # the PCA basis is fitted on at most this many samples (time; the basis is stable)
 
 
 def rotate_upright(image: Image.Image, angle: float) -> Image.Image:
@@ -42,11 +46,14 @@ def rotate_upright(image: Image.Image, angle: float) -> Image.Image:
     return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
 
 
-def _disc(image: Image.Image, size: int) -> Image.Image:
-    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR).convert("L").convert("RGB")
-    mask = Image.new("L", rgb.size, 0)
-    ImageDraw.Draw(mask).ellipse([0, 0, size - 1, size - 1], fill=255)
-    return Image.composite(rgb, Image.new("RGB", rgb.size, NEUTRAL), mask)
+def turn_offsets(tta: int = TTA) -> np.ndarray:
+    """The ``tta`` evenly spaced turns (degrees counter-clockwise, first 0) a cut-out is read at."""
+    return np.arange(tta) * (360.0 / tta)
+
+
+def turn_views(image: Image.Image, tta: int = TTA) -> list[Image.Image]:
+    """``image`` turned by each of ``turn_offsets(tta)`` (the first is the image itself)."""
+    return [image if not offset else rotate_upright(image, float(offset)) for offset in turn_offsets(tta)]
 
 
 def query_like(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -66,28 +73,20 @@ def query_like(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.open(buffer).convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
 
-@torch.inference_mode()
-def layout_features(backbone: Backbone, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-    """(N, 4·1280) backbone maps of greyscale disc-masked cut-outs, averaged on a 2×2 grid, signed-sqrt."""
-    model = backbone.module
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = [_disc(image, INPUT_SIZE) for image in images[start : start + batch_size]]
-        maps = model(to_tensor(batch, INPUT_SIZE))
-        pooled = torch.nn.functional.adaptive_avg_pool2d(maps, 2).flatten(1)
-        out.append(pooled.sqrt().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 4 * 1280), dtype=np.float32)
-
-
 @dataclass
 class OrientationWeights:
-    """PCA (mean, components) and a multinomial logistic regression over angle bins (coef, intercept)."""
+    """PCA (mean, components) and a multinomial logistic regression over angle bins (coef, intercept).
+
+    ``recipe`` names the features they were fitted on (``OrientationEstimator.recipe``): weights
+    fitted on other features would give confident nonsense, so they are refused on load.
+    """
 
     mean: np.ndarray
     components: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
+    recipe: str = ""
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((np.asarray(features, np.float32) - self.mean) @ self.components.T) / self.scale
@@ -105,13 +104,15 @@ class OrientationWeights:
                 scale=self.scale,
                 coef=self.coef,
                 intercept=self.intercept,
+                recipe=self.recipe,
             )
         return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> OrientationWeights:
         with np.load(path, allow_pickle=False) as data:
-            return cls(**{key: data[key] for key in ("mean", "components", "scale", "coef", "intercept")})
+            arrays = {key: data[key] for key in ("mean", "components", "scale", "coef", "intercept")}
+            return cls(**arrays, recipe=str(data["recipe"]) if "recipe" in data.files else "")
 
 
 def angle_from_probabilities(p: np.ndarray) -> tuple[float, float]:
@@ -140,11 +141,13 @@ def angular_error(a: float, b: float) -> float:
 class OrientationEstimator(LazyModel):
     """How far to turn a cut-out counter-clockwise to make it upright, with a confidence (0..1).
 
-    Loads ``orientation.npz`` from ``weights_dir`` when given, else from the active trained version.
+    Reads the layout features of ``embedder`` (shared with the pipeline: one copy of the weights).
+    Loads ``orientation.npz`` from ``weights_dir`` when given, else from the active trained version;
+    weights fitted for another ``recipe`` are refused (``ModelFileError``, as if untrained).
     """
 
     name = "orientation"
-    version = "rotbins-1"
+    version = "rotbins-2"
 
     def __init__(
         self,
@@ -152,29 +155,45 @@ class OrientationEstimator(LazyModel):
         *,
         weights_dir: str | Path | None = None,
         weights: OrientationWeights | None = None,
-        backbone: Backbone | None = None,
-        tta: int = 1,
+        embedder=None,
+        tta: int = TTA,
     ) -> None:
+        from mlcore.embed import Embedder
+
         super().__init__(models_dir)
+        if tta < 1 or BINS % tta:
+            raise ValueError(f"tta must divide {BINS} (the angle bins), not {tta}")
         self.weights_dir = Path(weights_dir) if weights_dir else None
-        self.backbone = backbone or Backbone(models_dir)
+        self.embedder = embedder or Embedder(models_dir, use_trained=False)
         self.tta = tta
         self.trained_version = ""
         if weights is not None:
             self._model = weights
 
+    @property
+    def recipe(self) -> str:
+        """What trained weights must have been fitted on: this estimator's version and the embedder's features."""
+        return f"{self.version}:{self.embedder.base_version}"
+
     def _load(self) -> OrientationWeights:
+        from mlcore.setup_models import ModelFileError
+
         if self.weights_dir is not None:
             path = self.weights_dir / FILENAME
             if not path.is_file():
-                from mlcore.setup_models import ModelFileError
-
                 raise ModelFileError(f"No {FILENAME} in {self.weights_dir}; train the orientation estimator first.")
         else:
             from mlcore.versions import resolve
 
-            path, self.trained_version = resolve(self.models_dir, FILENAME)
-        return OrientationWeights.load(path)
+            path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.recipe, kind="orientation")
+        weights = OrientationWeights.load(path)
+        if weights.recipe != self.recipe:
+            from mlcore.versions import TRAIN_COMMAND
+
+            raise ModelFileError(
+                f"{path} was fitted for {weights.recipe or 'older features'}, not {self.recipe}; run {TRAIN_COMMAND}."
+            )
+        return weights
 
     def describe(self) -> dict[str, str]:
         return {
@@ -183,17 +202,18 @@ class OrientationEstimator(LazyModel):
         }
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(N, BINS) probabilities that each image is turned by bin·10° counter-clockwise from upright."""
+        """(N, BINS) probabilities that each image is turned by bin·7.5° counter-clockwise from upright."""
+        self.ensure_loaded()
+        views = [view for image in images for view in turn_views(image, self.tta)]
+        return self.probabilities_of_views(self.embedder.descriptors_and_layout(views)[1])
+
+    def probabilities_of_views(self, layout: np.ndarray) -> np.ndarray:
+        """``probabilities`` from the layout features of the images' ``turn_views`` (N·tta rows, image by image)."""
         weights = self.ensure_loaded()
-        images = list(images)
-        turns = [0, 90, 180, 270][: max(1, min(4, self.tta))]
-        total = np.zeros((len(images), BINS))
-        for turn in turns:
-            turned = [rotate_upright(image, turn) for image in images] if turn else images
-            p = weights.probabilities(layout_features(self.backbone, turned))
-            # Turning the image by +turn made it look turned by (θ + turn): shift back to θ.
-            total += np.roll(p, -int(round(turn / (360 / BINS))), axis=1)
-        return total / len(turns)
+        p = weights.probabilities(layout).reshape(-1, self.tta, BINS)
+        # A view turned by +offset looks turned by (θ + offset): shift each back to θ, then average.
+        step = BINS // self.tta
+        return np.mean([np.roll(p[:, k], -k * step, axis=1) for k in range(self.tta)], axis=0)
 
     def estimate_many(self, images: Sequence[Image.Image]) -> list[tuple[float, float]]:
         """[(angle to rotate counter-clockwise to make upright, confidence)] for each image."""
@@ -214,72 +234,96 @@ class OrientationEstimator(LazyModel):
         rng: np.random.Generator | None = None,
         *,
         models_dir: str | Path | None = None,
-        backbone: Backbone | None = None,
+        embedder=None,
         seed: int = 0,
-        rotations: int = 4,
-        components: int = 256,
-        c: float = 0.5,
-        holdout: float = 0.15,
+        rotations: int = 3,
+        **options,
     ) -> tuple[OrientationEstimator, dict[str, float]]:
-        """Train from upright cut-outs; ``rotations`` random turns of each (query-like). Returns (model, metrics).
+        """Train from upright cut-outs; ``rotations`` random query-like turns of each. Returns (model, metrics)."""
+        from mlcore.embed import Embedder
 
-        A ``holdout`` fraction of the images (not their copies) is kept apart to measure the median
-        angular error before the final fit on everything.
-        """
-        from sklearn.linear_model import LogisticRegression
-
-        if backbone is None:
+        if embedder is None:
             if models_dir is None:
-                raise ValueError("fit needs a backbone or a models_dir")
-            backbone = Backbone(models_dir)
+                raise ValueError("fit needs an embedder or a models_dir")
+            embedder = Embedder(models_dir, use_trained=False)
         rng = rng if rng is not None else np.random.default_rng(seed)
         images = list(images)
         if len(images) < 2:
             raise ValueError("The orientation estimator needs at least 2 upright images")
-        turned, labels, owners, true_angles = [], [], [], []
-        width = 360.0 / BINS
+        turned, owners, angles = [], [], []
         for index, image in enumerate(images):
             for _ in range(rotations):
-                label = int(rng.integers(0, BINS))
-                angle = label * width + float(rng.uniform(-width / 2, width / 2))
+                angle = float(rng.uniform(0, 360))
                 base = query_like(image, rng) if rng.random() < 0.75 else image
                 turned.append(rotate_upright(base, angle))
-                labels.append(label)
                 owners.append(index)
-                true_angles.append(angle)
-        features = layout_features(backbone, turned)
-        labels_arr, owners_arr = np.array(labels), np.array(owners)
+                angles.append(angle)
+        layout = embedder.descriptors_and_layout(turned)[1]
+        return cls.fit_features(layout, angles, owners, embedder=embedder, rng=rng, **options)
+
+    @classmethod
+    def fit_features(
+        cls,
+        layout: np.ndarray,
+        angles: Sequence[float],
+        owners: Sequence[object],
+        *,
+        embedder,
+        rng: np.random.Generator,
+        components: int = 256,
+        c: float = 0.5,
+        holdout: float = 0.15,
+    ) -> tuple[OrientationEstimator, dict[str, float]]:
+        """Train from layout features of views turned counter-clockwise by known ``angles``.
+
+        ``owners`` says which source image each view shows: a ``holdout`` fraction of the source images
+        (with all their views) is kept apart to measure the median angular error of one view (the
+        query path averages ``TTA`` views, which does better) before the final fit on everything.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        layout = np.asarray(layout, dtype=np.float32)
+        angles_arr = np.asarray(angles, dtype=np.float64) % 360.0
+        labels = np.round(angles_arr / (360.0 / BINS)).astype(int) % BINS
+        owner_ids = {owner: i for i, owner in enumerate(dict.fromkeys(owners))}
+        owners_arr = np.array([owner_ids[o] for o in owners])
+        estimator = cls(embedder.models_dir, embedder=embedder)
 
         def train(rows: np.ndarray) -> OrientationWeights:
-            x = features[rows]
+            x = layout[rows]
             mean = x.mean(axis=0)
-            k = int(min(components, len(rows) - 1, x.shape[1]))
-            _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+            basis_rows = rows if len(rows) <= PCA_ROWS else rng.choice(rows, PCA_ROWS, replace=False)
+            k = int(min(components, len(basis_rows) - 1, x.shape[1]))
+            _, _, vt = np.linalg.svd(layout[basis_rows] - mean, full_matrices=False)
             comps = vt[:k]
             z = (x - mean) @ comps.T
             scale = z.std(axis=0) + 1e-6
-            model = LogisticRegression(C=c, max_iter=300).fit(z / scale, labels_arr[rows])
+            model = LogisticRegression(C=c, max_iter=300).fit(z / scale, labels[rows])
             coef = np.zeros((BINS, k), dtype=np.float32)
             intercept = np.full(BINS, -1e4, dtype=np.float32)  # bins never seen stay improbable
             coef[model.classes_] = model.coef_
             intercept[model.classes_] = model.intercept_
             return OrientationWeights(
-                mean.astype(np.float32), comps.astype(np.float32), scale.astype(np.float32), coef, intercept
+                mean.astype(np.float32),
+                comps.astype(np.float32),
+                scale.astype(np.float32),
+                coef,
+                intercept,
+                recipe=estimator.recipe,
             )
 
-        metrics: dict[str, float] = {"images": len(images), "samples": len(turned)}
-        held = rng.random(len(images)) < holdout
+        metrics: dict[str, float] = {"images": len(owner_ids), "samples": len(layout)}
+        held = rng.random(len(owner_ids)) < holdout
         if held.any() and (~held).sum() >= 2:
             weights = train(np.flatnonzero(~held[owners_arr]))
             test_rows = np.flatnonzero(held[owners_arr])
-            errors = []
-            for row, p in zip(test_rows, weights.probabilities(features[test_rows]), strict=True):
-                predicted, _ = angle_from_probabilities(p)
-                errors.append(angular_error(predicted, true_angles[row]))
-            metrics["holdout_median_error_deg"] = round(float(np.median(errors)), 2)
-            metrics["holdout_within_20deg"] = round(float(np.mean(np.array(errors) <= 20)), 4)
-        weights = train(np.arange(len(turned)))
-        estimator = cls(models_dir or backbone.models_dir, weights=weights, backbone=backbone)
+            errors = [
+                angular_error(angle_from_probabilities(p)[0], angles_arr[row])
+                for row, p in zip(test_rows, weights.probabilities(layout[test_rows]), strict=True)
+            ]
+            metrics["holdout_median_error_deg_one_view"] = round(float(np.median(errors)), 2)
+            metrics["holdout_within_20deg_one_view"] = round(float(np.mean(np.array(errors) <= 20)), 4)
+        estimator._model = train(np.arange(len(layout)))
         return estimator, metrics
 
     def save(self, folder: str | Path) -> Path:

@@ -11,9 +11,10 @@ are only needed when their step runs.
 Metadata needs catalogue neighbours (a pgvector search on the Django side), so it is a separate
 call: ``Pipeline.predict_metadata(neighbours)``. The rotation search's query (the cut-out embedded
 at several turns, searched turn by turn, each catalogue image scored by its best turn;
-docs/ml-notes.md, "Rotation search") comes with a query's ``ProcessResult.turns``, where the side
-classifier also averages over the turns; ``Pipeline.query_turns(cutout, angle)`` makes it again
-from a stored cut-out.
+docs/ml-notes.md, "Rotation search") comes with a query's ``ProcessResult.turns``;
+``Pipeline.query_turns(cutout, angle)`` makes it again from a stored cut-out. The orientation
+estimator reads the cut-out at eight turns in one batch (``mlcore.orientation``), the side
+classifier the upright cut-out (the first of the search's turns).
 """
 
 from __future__ import annotations
@@ -93,9 +94,8 @@ class ProcessResult:
     mask: Image.Image | None = None  # the chosen object's mask (L) at the original size
     on_neutral: Image.Image | None = None  # the cut-out on neutral before turning
     before_enhance: Image.Image | None = None
-    # The rotation search's query (as ``query_turns`` makes it), made while classifying: the side is
-    # the mean of the turns' probabilities, so a wrong upright estimate costs the side less. None for
-    # catalogue photos (``assume_upright``) and when the search is off.
+    # The rotation search's query (as ``query_turns`` makes it), made before classifying (the side reads
+    # its first turn). None for catalogue photos (``assume_upright``) and when the search is off.
     turns: QueryTurns | None = None
 
 
@@ -151,8 +151,8 @@ class Pipeline:
     def orientation(self):
         from mlcore.orientation import OrientationEstimator
 
-        # Shares the embedder's backbone: one copy of the weights per process.
-        return self._part("orientation", lambda: OrientationEstimator(self.models_dir, backbone=self.embedder.backbone))
+        # Reads the embedder's layout features: one copy of the weights per process.
+        return self._part("orientation", lambda: OrientationEstimator(self.models_dir, embedder=self.embedder))
 
     @property
     def side_classifier(self) -> SideClassifier:
@@ -227,14 +227,19 @@ class Pipeline:
         done("removing_background")
 
         step("turning_upright")
-        from mlcore.orientation import angle_from_probabilities, rotate_upright
+        from mlcore.orientation import angle_from_probabilities, rotate_upright, turn_views
 
         probabilities = None  # the orientation estimator's bins, reused as the rotation search's prior
+        view_descriptors = None  # the cut-out read at the estimator's evenly spaced turns (first: as cut)
         if assume_upright or not self.use_orientation:
             angle, angle_confidence, upright = 0.0, 1.0, on_neutral
         else:
+            # One pass over the turned views gives the orientation's layout (and, as it happens, the search's
+            # turns when nothing is turned: the estimate is 0° or nothing is trained).
+            views = turn_views(on_neutral, self.orientation.tta)
+            view_descriptors, layout = self.embedder.descriptors_and_layout(views)
             try:
-                probabilities = self.orientation.probabilities([on_neutral])[0]
+                probabilities = self.orientation.probabilities_of_views(layout)[0]
                 turned, angle_confidence = angle_from_probabilities(probabilities)
                 angle = (-turned) % 360.0
             except ModelFileError:
@@ -252,23 +257,30 @@ class Pipeline:
             upright, enhanced = enhance(upright, source_size=coin_size)
         done("enhancing")
 
-        # The side classifier reads the embedder's descriptors of the upright cut-out and of the rotation
-        # search's other turns: computed once, in whichever step runs first.
+        # The rotation search's turns: the upright estimate and evenly spaced turns from it.
         angles = np.array([angle % 360.0])
         if not assume_upright and self.rotation_turns > 1:
             angles = (float(angle) + self.turn_offsets()) % 360.0
-        descriptors = None
 
         def describe() -> np.ndarray:
             return self.embedder.descriptors([upright] + [rotate_upright(on_neutral, float(a)) for a in angles[1:]])
+
+        # The search's turns; with no turn made (nothing trained), the views already read are those turns.
+        same = view_descriptors is not None and len(view_descriptors) == len(angles) and not angle and not enhanced
+        descriptors = view_descriptors if same else None
 
         step("classifying")
         if known_side:
             side, side_confidence = known_side, 1.0
         else:
-            descriptors = describe()
+            if descriptors is None:
+                descriptors = describe()
+            # The side of the upright cut-out: the classifier reads an upright coin best (held-out types:
+            # 0.86 / 0.83 on two seeds, against 0.77 / 0.76 for the mean over 8 turns). With no upright
+            # estimate to trust (nothing trained), the mean over the turned views instead.
+            turns_read = descriptors[:1] if probabilities is not None else descriptors
             try:
-                side, side_confidence = self.side_classifier.predict_turns(descriptors)
+                side, side_confidence = self.side_classifier.predict_turns(turns_read)
             except ModelFileError:
                 side, side_confidence = "unknown", 0.0  # untrained: the search then looks at both sides
         done("classifying")

@@ -206,45 +206,30 @@ def search_turns(
     return merge_turns(per_turn, bonus)[:k]
 
 
-def turn_bonus(probabilities: np.ndarray, angles: Sequence[float], weight: float, floor: float = 1e-3) -> np.ndarray:
-    """``weight``·log p for each correction angle, p read off the orientation estimator's bins.
+def turn_probabilities(probabilities: np.ndarray, angles: Sequence[float]) -> np.ndarray:
+    """How plausible each correction angle is, read off the orientation estimator's bins (not normalised).
 
     ``probabilities[b]`` is the probability that the image is turned by b·(360/B)° counter-clockwise
     from upright, so the correction angle ``a`` (turn the image by ``a`` to make it upright) is
-    plausible in proportion to p(−a), interpolated between bins. ``floor`` keeps one confident but
-    wrong estimate from ruling a turn out entirely. ``weight`` 0 gives zeros (a plain best-turn search).
+    plausible in proportion to p(−a), interpolated between bins.
     """
     p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    if weight == 0 or len(p) == 0:
-        return np.zeros(len(angles))
     width = 360.0 / len(p)
     position = ((-np.asarray(angles, dtype=np.float64)) % 360.0) / width
     low = np.floor(position).astype(int) % len(p)
     frac = position - np.floor(position)
-    value = (1 - frac) * p[low] + frac * p[(low + 1) % len(p)]
-    return weight * np.log(value + floor)
+    return (1 - frac) * p[low] + frac * p[(low + 1) % len(p)]
 
 
-def refine_angle(angles: Sequence[float], similarities: Sequence[float]) -> float:
-    """The correction angle at the peak of a parabola through the best turn's similarity and its neighbours'.
+def turn_bonus(probabilities: np.ndarray, angles: Sequence[float], weight: float, floor: float = 1e-3) -> np.ndarray:
+    """``weight``·log p for each correction angle, p from ``turn_probabilities``.
 
-    ``angles``: the rotation search's turns (evenly spaced round the circle, increasing), and
-    ``similarities``: one catalogue image's cosine with the query at each turn. The best turn is
-    only within half a step (22.5° with 8 turns) of the angle that aligns query and image; the
-    similarity changes smoothly with the angle, so the vertex of the parabola through the best
-    turn and its two neighbours lands nearer, at no extra backbone pass. Degrees, in [0, 360).
+    ``floor`` keeps one confident but wrong estimate from ruling a turn out entirely. ``weight`` 0
+    gives zeros (a plain best-turn search).
     """
-    angles = np.asarray(angles, dtype=np.float64).reshape(-1)
-    values = np.asarray(similarities, dtype=np.float64).reshape(-1)
-    if len(values) != len(angles) or not len(values):
-        raise ValueError("one similarity per turn")
-    best = int(np.argmax(values))
-    if len(values) < 3:
-        return float(angles[best] % 360.0)
-    left, middle, right = values[(best - 1) % len(values)], values[best], values[(best + 1) % len(values)]
-    curvature = left - 2 * middle + right
-    offset = 0.0 if curvature >= 0 else float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-    return float((angles[best] + offset * 360.0 / len(values)) % 360.0)
+    if weight == 0 or len(np.asarray(probabilities).reshape(-1)) == 0:
+        return np.zeros(len(angles))
+    return weight * np.log(turn_probabilities(probabilities, angles) + floor)
 
 
 def recall_at(rows: Sequence[tuple[Sequence, object]], k: int) -> float | None:

@@ -95,7 +95,7 @@ class _Arm:
 
         self.report = report
         self.embedder = embedder
-        self.estimator = OrientationEstimator(models_dir, weights_dir=report.path, backbone=embedder.backbone)
+        self.estimator = OrientationEstimator(models_dir, weights_dir=report.path, embedder=embedder)
         path = report.path / FILENAME
         self.projection = Projection.load(path) if path.is_file() else None
         self.project = self.projection.apply if self.projection is not None else l2n

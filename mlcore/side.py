@@ -32,17 +32,20 @@ def augment_like_query(
     neutral=NEUTRAL,
     turn_probability: float = 0.5,
     residual: float | None = None,
+    angle: float | None = None,
 ) -> Image.Image:
     """A copy of a clean upright cut-out that looks like a phone query's cut-out.
 
     Rotation (any angle with ``turn_probability``, since the upright step can fail; else a few
     degrees, or anywhere within ±``residual`` degrees: what is left after the rotation search's best
-    turn), low resolution, blur, lighting, noise and JPEG compression; the frame and neutral
-    background are kept.
+    turn; or exactly ``angle`` counter-clockwise when given), low resolution, blur, lighting, noise
+    and JPEG compression; the frame and neutral background are kept.
     """
     rgb = image.convert("RGB")
     size = rgb.size
-    if rng.random() < turn_probability:
+    if angle is not None:
+        angle = float(angle)
+    elif rng.random() < turn_probability:
         angle = float(rng.uniform(0, 360))
     else:
         angle = float(rng.uniform(-residual, residual)) if residual else float(rng.normal(0, 8))

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import inspect
 import json
 import logging
 import sys
@@ -47,7 +45,9 @@ logger = logging.getLogger(__name__)
 
 CUTOUT_SIZE = 384
 BATCH = 32
-ORIENTATION_MAX_IMAGES = 800  # enough for the rotation head; bounds time and memory on big catalogues
+# Images whose two query-like copies train the orientation estimator (their features come free with
+# the descriptors' pass); bounds its memory (5,120 numbers a copy) and fitting time on big catalogues.
+ORIENTATION_MAX_IMAGES = 6000
 PHONE_SAMPLES = 150  # phone-like photos made to score the side classifier on the real query path
 PROJECTION_DIM = 512
 # Small catalogues fit a smaller projection (half the fitting pairs) rather than none, down to this;
@@ -282,27 +282,21 @@ def phone_cutouts(image: Image.Image, rng: np.random.Generator, *, size: int = C
     return turned, upright
 
 
-# --- Optional parts written by other modules -----------------------------------------------------
-
-
-def _optional(module: str) -> Any | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name and module.endswith(exc.name.rsplit(".", 1)[-1]):
-            return None
-        raise
-
-
-def _call_with_supported(function: Callable, *args, **kwargs) -> Any:
-    """Call ``function`` with only the keyword arguments it accepts (the parts' fit signatures differ)."""
-    parameters = inspect.signature(function).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-    return function(*args, **kwargs)
-
-
 # --- Training ---------------------------------------------------------------------------------
+
+
+def current_recipes(models_dir: str | Path) -> dict[str, str]:
+    """{kind: recipe} the code computes features with now; a trained version must match every one.
+
+    Recorded in each version's ``version.json`` (``<kind>_recipe``); ``mlcore.versions.stale_reason``
+    compares. Nothing is loaded.
+    """
+    from mlcore.embed import Embedder
+    from mlcore.orientation import OrientationEstimator
+
+    embedder = Embedder(models_dir, use_trained=False)
+    orientation = OrientationEstimator(models_dir, embedder=embedder)
+    return {"embedding": embedder.base_version, "orientation": orientation.recipe}
 
 
 def _fingerprint(records: Sequence[CatalogueRecord], seed: int, feedback: Sequence[FeedbackExample] = ()) -> str:
@@ -421,7 +415,7 @@ def train_all(
     records cannot train a side classifier (fewer than two specimens or one side only).
     ``phone_samples`` catalogue images are also turned into phone-like photos (``mlcore.degrade``)
     to measure the side classifier on the real query path; ``orientation_images`` bounds the
-    orientation training set.
+    images whose copies train the orientation estimator (evenly spread; 0: none).
 
     ``feedback``: reviewed identifications (``FeedbackExample``). Each reviewed photo paired with
     specimens of its accepted item joins the whitening's matching pairs (together weighing
@@ -450,19 +444,22 @@ def train_all(
     rng = np.random.default_rng(seed)
     # The plain recipe (no learned projection) describes images for every part trained here.
     embedder = Embedder(models_dir, use_trained=False)
-    orientation_module = _optional("mlcore.orientation")
 
     feedback = list(feedback or ())
     version, staging = version_start(models_dir, fingerprint=_fingerprint(records, seed, feedback))
     try:
         # One pass over the images. Per image: descriptors of the clean cut-out, of a query-like
-        # copy (upright) and of that copy turned by a random angle. Images are not kept in memory.
+        # copy (upright but for what the rotation search leaves) and of that copy turned by a random
+        # angle; the two copies' layout features, with their known angles, train the orientation
+        # estimator (same pass). Images are not kept in memory.
         rows: list[tuple[int, str]] = []  # (record index, side)
         clean_parts, upright_parts, turned_parts = [], [], []
-        orientation_set: list[Image.Image] = []
+        layout_parts: list[np.ndarray] = []
+        layout_angles: list[float] = []
+        layout_rows: list[int] = []
         phone: dict[str, list] = {"turned": [], "upright": [], "row": []}
         total = sum(len(r.images) for r in records)
-        orientation_every = max(1, total // max(1, orientation_images))
+        orientation_every = max(1, total // max(1, orientation_images)) if orientation_images else total + 1
         phone_every = max(1, total // max(1, phone_samples)) if phone_samples else 0
         pending: list[tuple[int, str, Image.Image]] = []
 
@@ -470,14 +467,26 @@ def train_all(
             if not pending:
                 return
             clean = [image for _, _, image in pending]
-            upright = [augment_like_query(image, rng, turn_probability=0.0, residual=TURN_RESIDUAL) for image in clean]
+            residuals = rng.uniform(-TURN_RESIDUAL, TURN_RESIDUAL, len(clean))
+            turns = rng.uniform(0, 360, len(clean))
+            upright = [
+                augment_like_query(image, rng, angle=float(residual))
+                for image, residual in zip(clean, residuals, strict=True)
+            ]
             turned = [
-                image.rotate(float(rng.uniform(0, 360)), resample=Image.Resampling.BILINEAR, fillcolor=NEUTRAL)
-                for image in upright
+                image.rotate(float(turn), resample=Image.Resampling.BILINEAR, fillcolor=NEUTRAL)
+                for image, turn in zip(upright, turns, strict=True)
             ]
             clean_parts.append(embedder.descriptors(clean))
-            upright_parts.append(embedder.descriptors(upright))
-            turned_parts.append(embedder.descriptors(turned))
+            first = len(rows)
+            wanted = [i for i in range(len(pending)) if (first + i) % orientation_every == 0]
+            copies_made = ((upright, residuals, upright_parts), (turned, residuals + turns, turned_parts))
+            for copies, angles, parts in copies_made:
+                descriptors, layout = embedder.descriptors_and_layout(copies)
+                parts.append(descriptors)
+                layout_parts.append(layout[wanted])
+                layout_angles.extend(float(angles[i]) for i in wanted)
+                layout_rows.extend(first + i for i in wanted)
             rows.extend((index, side) for index, side, _ in pending)
             pending.clear()
 
@@ -499,8 +508,6 @@ def train_all(
                     logger.warning("skipping %s (%s): %s", record.record_id, path, exc)
                     continue
                 pending.append((index, side, cutout))
-                if seen % orientation_every == 0 and len(orientation_set) < orientation_images:
-                    orientation_set.append(cutout)
                 seen += 1
                 if len(pending) >= BATCH:
                     flush()
@@ -510,6 +517,7 @@ def train_all(
             raise ValueError("No readable catalogue images to train on")
 
         parts: dict[str, str] = {}
+        recipes = {"embedding": embedder.base_version}  # the side and projection parts fit this recipe only
         metrics: dict[str, Any] = {"records": len(records), "images": len(rows), "seed": seed}
         skipped: dict[str, str] = {}
         sides = np.array([side for _, side in rows])
@@ -545,23 +553,20 @@ def train_all(
         metrics["side"] = side_metrics
         phone.clear()
 
-        # Orientation estimator (mlcore.orientation), trained on upright catalogue cut-outs.
-        if orientation_module is not None and hasattr(orientation_module, "OrientationEstimator"):
-            say(f"training the orientation estimator on {len(orientation_set)} images")
-            result = _call_with_supported(
-                orientation_module.OrientationEstimator.fit,
-                orientation_set,
-                models_dir=models_dir,
-                backbone=embedder.backbone,  # one set of weights in memory
-                seed=seed,
+        # Orientation estimator: the query-like copies' layout features and their known angles.
+        if layout_rows:
+            from mlcore.orientation import OrientationEstimator
+
+            say(f"training the orientation estimator on {len(layout_rows)} turned copies")
+            estimator, orientation_metrics = OrientationEstimator.fit_features(
+                np.concatenate(layout_parts), layout_angles, layout_rows, embedder=embedder, rng=rng
             )
-            estimator, orientation_metrics = result if isinstance(result, tuple) else (result, {})
-            saved = estimator.save(staging)
-            parts["orientation"] = Path(saved).name
-            metrics["orientation"] = orientation_metrics or {}
+            parts["orientation"] = estimator.save(staging).name
+            metrics["orientation"] = orientation_metrics
+            recipes["orientation"] = estimator.recipe
         else:
-            skipped["orientation"] = "mlcore.orientation is not available"
-        orientation_set.clear()
+            skipped["orientation"] = "no images for it (orientation_images=0)"
+        layout_parts.clear()
 
         # Held-out folds of catalogue types, for the embedding projection and metadata calibration.
         type_of = [records[index].type_id or f"record:{records[index].record_id}" for index, _ in rows]
@@ -663,7 +668,7 @@ def train_all(
             "records": len(records),
             "images": len(rows),
             "excluded": len(excluded),
-            "embedding_recipe": embedder.base_version,  # the side and projection parts fit this recipe only
+            **{f"{kind}_recipe": recipe for kind, recipe in recipes.items()},
         }
         if fb is not None:
             info["feedback_pairs"] = len(fb.query)

@@ -206,12 +206,15 @@ def versions_prune(models_dir: str | Path, *, keep: int = 5) -> list[str]:
     return doomed
 
 
-def resolve(models_dir: str | Path, filename: str, *, recipe: str | None = None) -> tuple[Path, str]:
+def resolve(
+    models_dir: str | Path, filename: str, *, recipe: str | None = None, kind: str = "embedding"
+) -> tuple[Path, str]:
     """(path of ``filename`` in the active version, version name); ModelFileError naming the fix otherwise.
 
-    ``recipe``: the embedding recipe the caller computes descriptors with. A part learned on another
-    recipe's descriptors (the code changed since the training) would silently give wrong answers,
-    so it is refused, as if nothing were trained, until the catalogue is trained again.
+    ``recipe``: the recipe (of ``kind``: the embedding's, or a part's own, e.g. ``orientation``) the
+    caller computes features with. A part learned on other features (the code changed since the
+    training) would silently give wrong answers, so it is refused, as if nothing were trained,
+    until the catalogue is trained again.
     """
     version = active_version(models_dir)
     if not version:
@@ -219,21 +222,32 @@ def resolve(models_dir: str | Path, filename: str, *, recipe: str | None = None)
     path = trained_root(models_dir) / version / filename
     if not path.is_file():
         raise ModelFileError(f"Trained version {version} has no {filename}; run {TRAIN_COMMAND}.")
-    if recipe is not None and trained_recipe(models_dir, version) != recipe:
+    if recipe is not None and trained_recipe(models_dir, version, kind) != recipe:
         raise ModelFileError(
-            f"Trained version {version} was trained for embedding recipe "
-            f"{trained_recipe(models_dir, version) or '(unrecorded)'}, not {recipe}; run {TRAIN_COMMAND}."
+            f"Trained version {version} was trained for {kind} recipe "
+            f"{trained_recipe(models_dir, version, kind) or '(unrecorded)'}, not {recipe}; run {TRAIN_COMMAND}."
         )
     return path, version
 
 
-def trained_recipe(models_dir: str | Path, version: str) -> str | None:
-    """The embedding recipe a version's parts were trained on (``version.json``), None if unrecorded."""
+def trained_recipe(models_dir: str | Path, version: str, kind: str = "embedding") -> str | None:
+    """The ``kind`` recipe a version's parts were trained on (``version.json``: ``<kind>_recipe``), or None."""
     meta_path = trained_root(models_dir) / version / "version.json"
     try:
-        return json.loads(meta_path.read_text()).get("embedding_recipe")
+        return json.loads(meta_path.read_text()).get(f"{kind}_recipe")
     except (OSError, ValueError):
         return None
+
+
+def stale_reason(models_dir: str | Path, version: str, recipes: dict[str, str]) -> str | None:
+    """Why ``version`` cannot serve the current code (a recipe it was not trained for), or None.
+
+    ``recipes``: {kind: the recipe the code computes now}, e.g. the embedding's and the orientation's.
+    """
+    for kind, recipe in recipes.items():
+        if trained_recipe(models_dir, version, kind) != recipe:
+            return f"{version} was trained for another {kind} recipe"
+    return None
 
 
 def _mirror_manifest(models_dir: Path, info: VersionInfo) -> None:

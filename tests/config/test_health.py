@@ -77,23 +77,26 @@ class TestHealthz:
         self, client, settings, tmp_path
     ):
         from mlcore import versions
-        from mlcore.embed import Embedder
+        from mlcore.train import current_recipes
 
         models_dir = settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
 
-        def trained_after_committing(recipe: str) -> tuple[str, str]:
-            version, staging = versions.version_start(models_dir, fingerprint=recipe)
+        def trained_after_committing(recipes: dict[str, str]) -> tuple[str, str]:
+            version, staging = versions.version_start(models_dir, fingerprint=str(recipes))
             (staging / "side.npz").write_text("weights")
-            info = {"embedding_recipe": recipe}
+            info = {f"{kind}_recipe": recipe for kind, recipe in recipes.items()}
             versions.version_commit(models_dir, version, parts={"side": "side.npz"}, metrics={}, info=info)
             response = client.get(self.url)
             assert response.status_code == 200
             return version, response.json()["checks"]["trained_models"]
 
         assert client.get(self.url).json()["checks"]["trained_models"].startswith("none yet")
-        old, trained = trained_after_committing("gem-0-an-older-recipe")
+        recipes = current_recipes(models_dir)
+        old, trained = trained_after_committing({**recipes, "embedding": "gem-0-an-older-recipe"})
         assert trained.startswith(f"stale: {old} was trained for another embedding recipe")
-        current, trained = trained_after_committing(Embedder(models_dir).base_version)
+        old, trained = trained_after_committing({**recipes, "orientation": "rotbins-1:an-older-recipe"})
+        assert trained.startswith(f"stale: {old} was trained for another orientation recipe")
+        current, trained = trained_after_committing(recipes)
         assert trained == f"ok ({current})"
 
     def test_it_only_answers_get(self, client):

@@ -9,13 +9,13 @@ from django.core.management import call_command
 
 from identification import services
 from mlcore import versions
-from mlcore.embed import Embedder
+from mlcore.train import current_recipes
 
 
-def _commit(models_dir, recipe: str | None) -> str:
-    version, staging = versions.version_start(models_dir, fingerprint=str(recipe))
+def _commit(models_dir, recipes: dict[str, str | None]) -> str:
+    version, staging = versions.version_start(models_dir, fingerprint=str(recipes))
     (staging / "side.npz").write_text("weights")
-    info = {"embedding_recipe": recipe} if recipe else {}
+    info = {f"{kind}_recipe": recipe for kind, recipe in recipes.items() if recipe}
     versions.version_commit(models_dir, version, parts={"side-classifier": "side.npz"}, metrics={}, info=info)
     return version
 
@@ -45,14 +45,17 @@ def test_it_queues_a_training_when_nothing_is_trained(models_dir, queued):
 
 
 def test_it_does_nothing_when_the_active_version_fits_the_current_recipe(models_dir, queued):
-    _commit(models_dir, Embedder(models_dir).base_version)
+    _commit(models_dir, current_recipes(models_dir))
     assert "nothing to do" in _run()
     assert queued == []
 
 
-@pytest.mark.parametrize("recipe", ["gem-0-an-older-recipe", None])
-def test_it_retrains_when_the_active_version_was_made_for_another_recipe(models_dir, queued, recipe):
-    _commit(models_dir, recipe)  # e.g. trained before an upgrade changed the embedding
+@pytest.mark.parametrize(
+    ("kind", "recipe"),
+    [("embedding", "gem-0-an-older-recipe"), ("embedding", None), ("orientation", "rotbins-1:an-older-recipe")],
+)
+def test_it_retrains_when_the_active_version_was_made_for_another_recipe(models_dir, queued, kind, recipe):
+    _commit(models_dir, {**current_recipes(models_dir), kind: recipe})  # e.g. trained before an upgrade
     output = _run()
-    assert "was not trained for " + Embedder(models_dir).base_version in output
+    assert f"The active version was trained for another {kind} recipe" in output
     assert queued == ["train"]

@@ -54,7 +54,7 @@ class TestRotationSweep:
         from mlcore.orientation import BINS, OrientationEstimator
 
         p = np.full(BINS, 0.1 / (BINS - 1))
-        p[9] = 0.9  # looks turned by 90° counter-clockwise
+        p[BINS // 4] = 0.9  # looks turned by 90° counter-clockwise
         angle, confidence = estimate_from_probabilities(p)
         assert angle == pytest.approx(270.0, abs=1.0) and confidence > 0.85
 

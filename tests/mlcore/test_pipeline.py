@@ -126,20 +126,39 @@ class TestCataloguePath:
         assert catalogue.turns is None
         assert np.array_equal(catalogue.embedding, query.embedding)
 
-    def test_the_side_is_the_mean_of_the_turns_probabilities(self, pretrained_dir, photo):
+    def test_the_side_is_read_on_the_upright_cut_out_or_over_the_turns_without_an_estimate(self, pretrained_dir, photo):
+        from mlcore.orientation import BINS, OrientationEstimator
         from mlcore.side import SideClassifier
 
         class FirstTurnSure:
             """Side weights sure of 'obverse' at the first turn only, leaning 'reverse' at the others."""
 
             def probability_obverse(self, features):
-                return np.r_[1.0, [0.4] * (len(features) - 1)]
+                seen.append(len(features))
+                return np.r_[1.0, [0.45] * (len(features) - 1)]
 
+        class SureOf90(OrientationEstimator):
+            """A trained estimator sure the cut-out is turned by 90° counter-clockwise."""
+
+            def probabilities_of_views(self, layout):
+                p = np.full((1, BINS), 1e-4)
+                p[0, BINS // 4] = 1.0
+                return p / p.sum()
+
+        seen = []
         pipeline = Pipeline(pretrained_dir, rotation_turns=4)
         classifier = pipeline._parts["side"] = SideClassifier(pretrained_dir, embedder=pipeline.embedder)
         classifier._model = FirstTurnSure()
+        # Nothing trained for orientation: no upright estimate to trust, so the mean over the 4 turns.
         result = pipeline.process(photo.read_bytes())
-        assert result.side == "obverse" and result.side_confidence == pytest.approx((1.0 + 3 * 0.4) / 4)
+        assert seen == [4]
+        assert result.side == "obverse" and result.side_confidence == pytest.approx((1.0 + 3 * 0.45) / 4)
+        # An upright estimate: the side of the upright cut-out alone (the first turn).
+        pipeline._parts["orientation"] = SureOf90(pretrained_dir, embedder=pipeline.embedder)
+        result = pipeline.process(photo.read_bytes())
+        assert result.angle == pytest.approx(270.0, abs=1.0)
+        assert seen == [4, 1]
+        assert result.side == "obverse" and result.side_confidence == pytest.approx(1.0)
 
     def test_without_the_upright_step_there_is_no_rotation_search(self, pretrained_dir):
         assert Pipeline(pretrained_dir, use_orientation=False).turn_offsets().tolist() == [0.0]
@@ -164,7 +183,7 @@ class TestParts:
         worker.start()
         worker.join(timeout=10)
         assert created, "creating the orientation part (which uses the embedder) hung"
-        assert created[0].backbone is pipeline.embedder.backbone
+        assert created[0].embedder is pipeline.embedder
         assert pipeline.side_classifier.embedder is pipeline.embedder
         assert not pipeline.embedder.loaded  # nothing loads until used
 

@@ -10,7 +10,6 @@ from mlcore.retrieval import (
     combine_sides,
     group_by_item,
     merge_turns,
-    refine_angle,
     search_turns,
     turn_bonus,
 )
@@ -126,25 +125,6 @@ class TestRotationSearch:
         assert bonus[3] > bonus[0]  # interpolated between the bins around 95°
         assert bonus[1] == pytest.approx(bonus[0])
         assert np.all(turn_bonus(p, angles, weight=0.0) == 0.0)
-
-
-class TestRefineAngle:
-    @pytest.mark.parametrize("true_angle", [100.0, 112.0, 125.0, 357.0, 5.0])
-    def test_the_peak_between_turns_lands_near_the_true_angle(self, true_angle):
-        angles = (10.0 + np.arange(8) * 45.0) % 360  # an estimate of 10° plus 8 turns
-        difference = np.radians(angles - true_angle)
-        similarities = 0.5 + 0.4 * np.cos(difference)  # smooth in the angle, best where aligned
-        best = angles[int(np.argmax(similarities))]
-        refined = refine_angle(angles, similarities)
-        error = min(abs(refined - true_angle) % 360, 360 - abs(refined - true_angle) % 360)
-        best_error = min(abs(best - true_angle) % 360, 360 - abs(best - true_angle) % 360)
-        assert error <= 4.0 and error <= best_error + 1e-9
-
-    def test_a_symmetric_peak_keeps_the_best_turn_and_few_turns_are_not_interpolated(self):
-        assert refine_angle([0, 90, 180, 270], [0.5, 0.9, 0.5, 0.1]) == pytest.approx(90.0)
-        assert refine_angle([30, 210], [0.2, 0.8]) == 210.0
-        with pytest.raises(ValueError):
-            refine_angle([0, 90, 180], [0.1, 0.2])
 
 
 def test_recall_at_counts_truths_within_the_first_k_answers():

@@ -212,7 +212,11 @@ def fast_training(monkeypatch, tmp_path):
 
     monkeypatch.setattr(backbone.Backbone, "_load", lambda self: object())
     monkeypatch.setattr(embed.Embedder, "descriptors", lambda self, images: _pixels(list(images)))
-    monkeypatch.setattr(train_module, "_optional", lambda module: None)
+    monkeypatch.setattr(
+        embed.Embedder,
+        "descriptors_and_layout",
+        lambda self, images: (_pixels(list(images)), np.zeros((len(images), 8), np.float32)),
+    )
     monkeypatch.setattr(train_module, "PROJECTION_DIM", 16)
     monkeypatch.setattr(train_module, "MIN_PROJECTION_DIM", 4)
     from mlcore.dataset import CatalogueRecord
@@ -238,6 +242,7 @@ def _train(records, tmp_path, name, **kwargs):
     models_dir = tmp_path / name
     models_dir.mkdir()
     kwargs.setdefault("projection", "always")
+    kwargs.setdefault("orientation_images", 0)  # no orientation part: the stand-in has no layout
     return train_all(records, models_dir=models_dir, seed=3, phone_samples=0, **kwargs)
 
 

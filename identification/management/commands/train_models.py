@@ -40,16 +40,17 @@ class Command(BaseCommand):
         self, *args, seed=0, limit=None, no_reindex=False, no_reviews=False, background_if_untrained=False, **options
     ):
         if background_if_untrained:
-            from mlcore.embed import Embedder
-            from mlcore.versions import active_version, trained_recipe
+            from mlcore.train import current_recipes
+            from mlcore.versions import active_version, stale_reason
 
-            active = active_version(settings.OBVERSE_MODELS_DIR)
-            recipe = Embedder(settings.OBVERSE_MODELS_DIR).base_version
-            if active and trained_recipe(settings.OBVERSE_MODELS_DIR, active) == recipe:
+            models_dir = settings.OBVERSE_MODELS_DIR
+            active = active_version(models_dir)
+            stale = stale_reason(models_dir, active, current_recipes(models_dir)) if active else None
+            if active and not stale:
                 self.stdout.write("A trained model version is active; nothing to do.")
                 return
             services.models_train_enqueue()
-            reason = "No trained models yet" if not active else f"The active version was not trained for {recipe}"
+            reason = "No trained models yet" if not active else f"The active version {stale.split(' ', 1)[1]}"
             self.stdout.write(f"{reason}: training queued for the worker (identification works meanwhile).")
             return
         try:

@@ -120,3 +120,30 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
     assert result["recall_at_1"] <= result["recall_at_8"]
     assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
     assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_benchmark_stopped_with_sigterm_leaves_no_temporary_folder(ans_dir, tmp_path):
+    import signal
+    import time
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir)]
+    cmd += ["--catalogue-limit", "24", "--limit", "1", "--seed", "1"]
+    env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0", "TMPDIR": str(temp)}
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("obverse-benchmark-*/models")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the benchmark ended before it could be stopped"
+            time.sleep(0.2)
+        assert list(temp.glob("obverse-benchmark-*")), "the benchmark never made its temporary folder"
+        time.sleep(1.0)  # well inside the run: importing, training or indexing
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not list(temp.glob("obverse-benchmark-*"))

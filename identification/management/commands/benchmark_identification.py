@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -45,6 +46,18 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
+def _exit_on_sigterm():
+    """Turn SIGTERM into SystemExit (so ``finally`` blocks run); returns the previous handler, or None."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (e.g. called from a test thread): leave signals alone
+        return None
+
+
 class Command(BaseCommand):
     help = "Measure identification (recall@1/@8, side, metadata, latency) on a labelled set, end to end."
 
@@ -63,12 +76,15 @@ class Command(BaseCommand):
             if not (folder / "labels.csv").exists():
                 raise CommandError(f"{folder} has no labels.csv (expected the ans-roman layout).")
         work = Path(tempfile.mkdtemp(prefix="obverse-benchmark-"))
-        models_dir = work / "models"
-        _copy_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
-        db_settings = settings.DATABASES["default"]
-        db_settings["TEST"]["NAME"] = f"obverse_benchmark_{os.getpid()}"  # keep Django's other TEST defaults
-        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        # Stopped with SIGTERM (a timeout, `kill`), still drop the temporary folder and test database.
+        previous = _exit_on_sigterm()
+        old_name = None
         try:
+            models_dir = work / "models"
+            _copy_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
+            db_settings = settings.DATABASES["default"]
+            db_settings["TEST"]["NAME"] = f"obverse_benchmark_{os.getpid()}"  # keep Django's other TEST defaults
+            old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
             with override_settings(
                 MEDIA_ROOT=str(work / "media"),
                 OBVERSE_PRIVATE_UPLOADS=str(work / "uploads"),
@@ -80,8 +96,11 @@ class Command(BaseCommand):
                 result = self._run(folders, models_dir, options)
         finally:
             reset_pipeline()
-            connection.creation.destroy_test_db(old_name, verbosity=0)
+            if old_name is not None:
+                connection.creation.destroy_test_db(old_name, verbosity=0)
             shutil.rmtree(work, ignore_errors=True)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if options.get("out"):

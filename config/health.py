@@ -44,15 +44,15 @@ def _worker() -> str:
 def _trained() -> str:
     """The trained parts: reported, not failing the check (identification works, less well, without them)."""
     from mlcore.train import current_recipes
-    from mlcore.versions import TRAIN_COMMAND, active_version, stale_reason
+    from mlcore.versions import TRAIN_COMMAND, active_version, stale_kind
 
     models_dir = settings.OBVERSE_MODELS_DIR
     active = active_version(models_dir)
     if not active:
         return f"none yet (run {TRAIN_COMMAND})"
-    stale = stale_reason(models_dir, active, current_recipes(models_dir))
+    stale = stale_kind(models_dir, active, current_recipes(models_dir))
     if stale:
-        return f"stale: {stale} (run {TRAIN_COMMAND})"
+        return f"stale: {active} was trained for another {stale} recipe (run {TRAIN_COMMAND})"
     return f"ok ({active})"
 
 

@@ -320,8 +320,8 @@ class Embedder(LazyModel):
                 last = rest(maps) if len(rest) else maps
                 layouts.append(torch.nn.functional.adaptive_avg_pool2d(last, 2).flatten(1).sqrt().numpy())
         if not out:
-            width = LAYOUT_DIM if layout else 0
-            return np.zeros((0, self.config.dim), dtype=np.float32), np.zeros((0, width), dtype=np.float32)
+            empty = np.zeros((0, LAYOUT_DIM), dtype=np.float32) if layout else None
+            return np.zeros((0, self.config.dim), dtype=np.float32), empty
         return l2n(np.concatenate(out)), (np.concatenate(layouts).astype(np.float32) if layout else None)
 
     def embed_descriptors(self, descriptors: np.ndarray) -> np.ndarray:

@@ -9,9 +9,9 @@ reduced by PCA, and a multinomial logistic regression learns the angle over ``BI
 At query time the cut-out is also described turned by each of ``TTA`` evenly spaced turns and the
 turns' probability vectors, shifted back, are averaged: a view the classifier reads badly is
 outvoted by the others (median error on held-out types' phone-like cut-outs 26° with one view,
-13° with eight; docs/ml-notes.md). The same eight views give the side classifier its turns, so the
-pipeline makes them once. The estimate is refined by a circular mean of the probabilities around the
-best bin; the confidence is the probability mass within ±20° of it.
+13° with eight; docs/ml-notes.md); the eight views are one batch. The estimate is refined by a
+circular mean of the probabilities around the best bin; the confidence is the probability mass
+within ±20° of it.
 
 Angles follow Pillow: positive = counter-clockwise. ``estimate`` returns the angle by which to
 rotate the image counter-clockwise to make it upright; ``rotate_upright(image, angle)`` does it.

@@ -288,7 +288,7 @@ def phone_cutouts(image: Image.Image, rng: np.random.Generator, *, size: int = C
 def current_recipes(models_dir: str | Path) -> dict[str, str]:
     """{kind: recipe} the code computes features with now; a trained version must match every one.
 
-    Recorded in each version's ``version.json`` (``<kind>_recipe``); ``mlcore.versions.stale_reason``
+    Recorded in each version's ``version.json`` (``<kind>_recipe``); ``mlcore.versions.stale_kind``
     compares. Nothing is loaded.
     """
     from mlcore.embed import Embedder

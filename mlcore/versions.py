@@ -239,14 +239,14 @@ def trained_recipe(models_dir: str | Path, version: str, kind: str = "embedding"
         return None
 
 
-def stale_reason(models_dir: str | Path, version: str, recipes: dict[str, str]) -> str | None:
-    """Why ``version`` cannot serve the current code (a recipe it was not trained for), or None.
+def stale_kind(models_dir: str | Path, version: str, recipes: dict[str, str]) -> str | None:
+    """The first kind whose recipe ``version`` was not trained for (it cannot serve the code), or None.
 
     ``recipes``: {kind: the recipe the code computes now}, e.g. the embedding's and the orientation's.
     """
     for kind, recipe in recipes.items():
         if trained_recipe(models_dir, version, kind) != recipe:
-            return f"{version} was trained for another {kind} recipe"
+            return kind
     return None
 
 

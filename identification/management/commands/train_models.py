@@ -41,16 +41,16 @@ class Command(BaseCommand):
     ):
         if background_if_untrained:
             from mlcore.train import current_recipes
-            from mlcore.versions import active_version, stale_reason
+            from mlcore.versions import active_version, stale_kind
 
             models_dir = settings.OBVERSE_MODELS_DIR
             active = active_version(models_dir)
-            stale = stale_reason(models_dir, active, current_recipes(models_dir)) if active else None
+            stale = stale_kind(models_dir, active, current_recipes(models_dir)) if active else None
             if active and not stale:
                 self.stdout.write("A trained model version is active; nothing to do.")
                 return
             services.models_train_enqueue()
-            reason = "No trained models yet" if not active else f"The active version {stale.split(' ', 1)[1]}"
+            reason = f"The active version was trained for another {stale} recipe" if active else "No trained models yet"
             self.stdout.write(f"{reason}: training queued for the worker (identification works meanwhile).")
             return
         try:

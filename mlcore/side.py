@@ -227,8 +227,9 @@ class SideClassifier(LazyModel):
     def predict_turns(self, features: np.ndarray) -> tuple[str, float]:
         """(side, probability of that side) of ONE photo from its descriptors at several turns.
 
-        The probabilities are averaged: a cut-out turned the wrong way is classified less well, and
-        the rotation search's turns (one of them near upright) come at no extra cost.
+        The probabilities are averaged. ``Pipeline.process`` passes only the upright cut-out when it has
+        an upright estimate (the classifier reads an upright coin best) and all the search's turns
+        when it has none (one of them is near upright).
         """
         p = float(np.mean(self.ensure_loaded().probability_obverse(side_features(features, self.embedder.config))))
         return ("obverse", p) if p >= 0.5 else ("reverse", 1 - p)

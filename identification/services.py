@@ -316,6 +316,7 @@ def submission_process(*, submission_id, force: bool = False) -> bool:
         images = list(submission.images.order_by("position"))
         for image in images:
             _process_image(pipeline, image, on_step=lambda step: _set_step(submission_id, step))
+        _pair_sides(images)
         _set_step(submission_id, ProcessingStep.SEARCHING)
         with transaction.atomic():
             _write_candidates(submission, images, pipeline)
@@ -337,6 +338,35 @@ def submission_process(*, submission_id, force: bool = False) -> bool:
             )
             raise
     return True
+
+
+def _pair_sides(images: list[SubmissionImage]) -> None:
+    """Two photos of one submission show the coin's two sides: decide their sides together.
+
+    Each photo's own reading (or the side the user declared, certain) becomes a probability of
+    obverse; ``mlcore.side.pair_obverse_first`` picks the likelier of the two assignments, and both
+    photos get it with its probability (figures in docs/ml-notes.md, "Pairs"). Left alone when
+    nothing can be decided (two declared obverses, or two equal readings).
+    """
+    if len(images) != 2:
+        return
+    from mlcore.side import pair_obverse_first
+
+    def obverse_probability(image: SubmissionImage) -> float:
+        if image.declared_side != DeclaredSide.UNKNOWN:
+            return 1.0 if image.declared_side == DeclaredSide.OBVERSE else 0.0
+        confidence = float(image.side_confidence or 0.0)
+        if image.side == Side.OBVERSE:
+            return confidence
+        return 1.0 - confidence if image.side == Side.REVERSE else 0.5
+
+    q = pair_obverse_first(obverse_probability(images[0]), obverse_probability(images[1]))
+    if q is None or q == 0.5:
+        return
+    first, second = (Side.OBVERSE, Side.REVERSE) if q > 0.5 else (Side.REVERSE, Side.OBVERSE)
+    for image, side in zip(images, (first, second), strict=True):
+        image.side, image.side_confidence = side, round(max(q, 1.0 - q), 4)
+        image.save(update_fields=["side", "side_confidence"])
 
 
 def _jpeg(image, quality: int = 90) -> ContentFile:

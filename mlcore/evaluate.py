@@ -559,6 +559,19 @@ def _side_held_out(
         )
         weighted = (p * weights_of_turns).sum(axis=1) / np.maximum(weights_of_turns.sum(axis=1), 1e-12)
         result[f"turns_{len(offsets)}_weighted"] = round(float(np.mean((weighted >= 0.5) == truth)), 4)
+    # Both photos of a coin decided together (``pair_obverse_first``), as the worker does for a pair.
+    from mlcore.side import pair_obverse_first
+
+    photos_of: dict[str, dict[str, int]] = defaultdict(dict)
+    for i, q in enumerate(queries):
+        photos_of[q.record.record_id][q.side] = i
+    pairs = [(s["obverse"], s["reverse"]) for s in photos_of.values() if len(s) == 2]
+    if pairs:
+        alone = [(p[o, 0] >= 0.5) and (p[r, 0] < 0.5) for o, r in pairs]
+        together = [(pair_obverse_first(float(p[o, 0]), float(p[r, 0])) or 0.0) > 0.5 for o, r in pairs]
+        result["pairs"] = len(pairs)
+        result["pair_both_right_alone"] = round(float(np.mean(alone)), 4)
+        result["pair_both_right_together"] = round(float(np.mean(together)), 4)
     result["fit_oof_accuracy"] = metrics["oof_accuracy"]
     return result
 

@@ -187,6 +187,21 @@ def side_weights_fit(
     return weights, metrics, probability
 
 
+def pair_obverse_first(p_first: float, p_second: float) -> float | None:
+    """Probability that the first of two photos of ONE coin is the obverse (and the second the reverse).
+
+    The two photos of a submission show the coin's two sides, so their sides are decided together:
+    a photo the classifier is sure of settles an unsure one, and two photos both read as "obverse"
+    are resolved by which of them looks more like it. ``p_first``/``p_second`` are each photo's own
+    probability of being the obverse (0.5 = no idea; 1 or 0 for a side the user declared). None when
+    both are certain of the same side (two declared obverses): nothing to decide together.
+    """
+    this_way = p_first * (1.0 - p_second)
+    other_way = (1.0 - p_first) * p_second
+    total = this_way + other_way
+    return None if total <= 0.0 else this_way / total
+
+
 @register
 class SideClassifier(LazyModel):
     """Predicts 'obverse' or 'reverse' with a calibrated probability, from the active trained version.

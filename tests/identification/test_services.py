@@ -159,6 +159,42 @@ class TestSubmissionProcess:
         assert first.item_id == both.pk
         assert set(first.side_scores) == {"obverse", "reverse"}
 
+    def test_two_photos_read_as_one_side_are_decided_together(self, fake_pipeline, monkeypatch):
+        # Both photos read as obverse, the second less surely: the pair is obverse + reverse.
+        readings = iter([0.9, 0.6])
+        process = fake_pipeline.process
+
+        def reading(source, **kwargs):
+            result = process(source, **kwargs)
+            result.side_confidence = next(readings)
+            return result
+
+        monkeypatch.setattr(fake_pipeline, "process", reading)
+        submission = create(files=[upload(pattern_png(510)), upload(pattern_png(511))])
+        services.submission_process(submission_id=submission.pk)
+        first, second = submission.images.order_by("position")
+        assert (first.side, second.side) == ("obverse", "reverse")
+        assert (
+            first.side_confidence
+            == second.side_confidence
+            == pytest.approx(0.9 * 0.4 / (0.9 * 0.4 + 0.1 * 0.6), abs=1e-4)
+        )
+        queries = services._queries([first, second])
+        assert [q[1] for q in queries] == ["obverse", "reverse"]
+
+    def test_a_declared_side_settles_the_other_photo(self, fake_pipeline):
+        # The fake reads every undeclared photo as obverse (0.97); the user said the second is the obverse.
+        submission = create(files=[upload(pattern_png(512)), upload(pattern_png(513))], sides=["unknown", "obverse"])
+        services.submission_process(submission_id=submission.pk)
+        first, second = submission.images.order_by("position")
+        assert (first.side, first.side_confidence) == ("reverse", 1.0)
+        assert (second.side, second.side_confidence) == ("obverse", 1.0)
+
+    def test_two_declared_obverses_are_left_as_the_user_said(self, fake_pipeline):
+        submission = create(files=[upload(pattern_png(514)), upload(pattern_png(515))], sides=["obverse", "obverse"])
+        services.submission_process(submission_id=submission.pk)
+        assert [i.side for i in submission.images.order_by("position")] == ["obverse", "obverse"]
+
     def test_bad_input_fails_the_submission_with_the_reason(self, monkeypatch):
         from mlcore.imageio import ImageDecodeError
 

@@ -93,4 +93,7 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     for variant in sweep.values():
         assert 0.0 <= variant["recall_at_1"] <= variant["recall_at_8"] <= 1.0
         assert 0.0 <= variant["recall_at_8_pair"] <= 1.0
+    side = figures["side_accuracy_held_out"]
+    assert side["pairs"] > 0
+    assert 0.0 <= side["pair_both_right_alone"] <= 1.0 and 0.0 <= side["pair_both_right_together"] <= 1.0
     assert figures["peak_memory_mb"] > 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlcore.side import SideClassifier, SideWeights, augment_like_query, side_weights_fit
+from mlcore.side import SideClassifier, SideWeights, augment_like_query, pair_obverse_first, side_weights_fit
 
 
 def _blobs(rng: np.random.Generator, n: int, separation: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,3 +136,19 @@ class TestOnRealCoins:
         assert clean_accuracy >= 0.75, clean_accuracy
         assert degraded_accuracy >= 0.7, degraded_accuracy
         assert all(0.5 <= p[1] <= 1.0 for p in clean + degraded)
+
+
+class TestPairObverseFirst:
+    def test_a_sure_photo_settles_an_unsure_one(self):
+        assert pair_obverse_first(0.5, 0.95) == pytest.approx(0.05)
+        assert pair_obverse_first(0.99, 0.5) == pytest.approx(0.99)
+
+    def test_two_photos_read_as_obverse_go_to_the_likelier_assignment(self):
+        q = pair_obverse_first(0.9, 0.6)
+        assert q == pytest.approx(0.36 / (0.36 + 0.06))
+        assert pair_obverse_first(0.6, 0.9) == pytest.approx(1 - q)
+
+    def test_a_declared_side_is_certain_and_two_equal_readings_undecided(self):
+        assert pair_obverse_first(1.0, 0.8) == 1.0
+        assert pair_obverse_first(0.7, 0.7) == 0.5
+        assert pair_obverse_first(1.0, 1.0) is None

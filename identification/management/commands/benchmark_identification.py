@@ -143,6 +143,7 @@ class Command(BaseCommand):
         index_build_s = round(time.monotonic() - started, 1)
 
         singles, pairs, latencies, sides, meta = [], [], [], [], defaultdict(list)
+        single_sides, pair_sides = [], []  # a pair's two photos are decided together
         for query in queries:
             record = by_record.get(query["record_id"])
             type_id = record.type_id if record else query.get("type_id", "")
@@ -153,6 +154,7 @@ class Command(BaseCommand):
             for predicted, truth in outcome["sides"]:
                 if truth:
                     sides.append(predicted == truth)
+                    (pair_sides if len(query["photos"]) == 2 else single_sides).append(predicted == truth)
             for field, value in outcome["metadata"].items():
                 if record and record.labels.get(field):
                     meta[field].append(value == record.labels[field])
@@ -165,6 +167,8 @@ class Command(BaseCommand):
             "recall_at_8": recall_at(singles, 8),
             "recall_at_8_pair": recall_at(pairs, 8),
             "side_accuracy": round(float(np.mean(sides)), 4) if sides else None,
+            "side_accuracy_single": round(float(np.mean(single_sides)), 4) if single_sides else None,
+            "side_accuracy_pair": round(float(np.mean(pair_sides)), 4) if pair_sides else None,
             "metadata_accuracy": {field: round(float(np.mean(v)), 4) for field, v in sorted(meta.items())},
             "latency_ms_p50": _percentile(latencies, 50),
             "latency_ms_p95": _percentile(latencies, 95),

@@ -43,6 +43,7 @@ import psutil
 import psycopg
 
 from config import embedded_db
+from mlcore.setup_models import link_pretrained
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = BASE_DIR / "var" / "bench" / "stress.json"
@@ -188,21 +189,6 @@ def clients_run(*, port: int, photos: list[bytes], submissions: int, clients: in
 # --- The throw-away installation ----------------------------------------------------------------
 
 
-def link_pretrained_models(source: Path, target: Path) -> None:
-    """A private models folder: links to the pretrained files only (trained versions stay out)."""
-    manifest = source / "manifest.json"
-    if not manifest.exists():
-        raise RuntimeError(f"No models in {source}; run `make models` (python -m mlcore.setup_models) first.")
-    target.mkdir(parents=True)
-    kept = []
-    for entry in json.loads(manifest.read_text())["models"]:
-        path = source / entry["filename"]
-        if path.is_file() and "package" in entry:
-            os.symlink(path.resolve(), target / entry["filename"])
-            kept.append(entry)
-    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
-
-
 def models_source() -> Path:
     """The installation's models folder, found as the settings would (read only: files are linked)."""
     var_dir = Path(os.environ.get("OBVERSE_VAR_DIR") or BASE_DIR / "var")
@@ -325,7 +311,7 @@ def stress_run(
         load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: figures depend on it
         started = time.monotonic()
         database_url = embedded_db.start(db_name)  # starts the embedded server if needed, creates the database
-        link_pretrained_models(models_source(), work / "models")
+        link_pretrained(models_source(), work / "models")
         (work / "staticfiles").mkdir()  # whitenoise warns on every start when STATIC_ROOT is missing
         env = child_env(work=work, database_url=database_url, workers=workers)
         setup_log = work / "setup.log"

@@ -303,22 +303,20 @@ class Embedder(LazyModel):
     @torch.inference_mode()
     def _read(self, images: Sequence[Image.Image], *, layout: bool) -> tuple[np.ndarray, np.ndarray | None]:
         self.ensure_loaded()
-        model = self.backbone.module
         from mlcore.backbone import to_tensor
 
-        blocks = model[: self.config.layer + 1]  # later blocks are only needed for the layout
-        rest = model[self.config.layer + 1 :]
+        layer = self.config.layer
+        layers = (layer, 18) if layout and layer != 18 else (layer,)  # block 18 only for the layout
         out, layouts = [], []
         for start in range(0, len(images), self.batch_size):
             batch = [prepare(image, self.config) for image in images[start : start + self.batch_size]]
-            maps = blocks(to_tensor(batch, self.config.input_size))
-            pooled = grid_gem(maps, self.config.grid, self.config.gem_p)
+            maps = self.backbone.maps(to_tensor(batch, self.config.input_size), layers)
+            pooled = grid_gem(maps[layer], self.config.grid, self.config.gem_p)
             if self.config.signed_sqrt:
                 pooled = pooled.sign() * pooled.abs().sqrt()
             out.append(pooled.numpy())
             if layout:
-                last = rest(maps) if len(rest) else maps
-                layouts.append(torch.nn.functional.adaptive_avg_pool2d(last, 2).flatten(1).sqrt().numpy())
+                layouts.append(torch.nn.functional.adaptive_avg_pool2d(maps[18], 2).flatten(1).sqrt().numpy())
         if not out:
             empty = np.zeros((0, LAYOUT_DIM), dtype=np.float32) if layout else None
             return np.zeros((0, self.config.dim), dtype=np.float32), empty

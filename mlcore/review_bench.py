@@ -38,6 +38,7 @@ from PIL import Image
 
 from mlcore.dataset import CatalogueRecord, load_ans_layout
 from mlcore.retrieval import recall_at
+from mlcore.setup_models import link_pretrained
 from mlcore.train import (
     FEEDBACK_WEIGHT,
     FeedbackExample,
@@ -180,7 +181,7 @@ def run(
 
     work = Path(tempfile.mkdtemp(prefix="obverse-review-bench-"))
     try:
-        models = _private_models(default_models_dir(models_dir), work / "models")
+        models = link_pretrained(default_models_dir(models_dir), work / "models")
         common = {"seed": seed, "orientation_images": orientation_images, "phone_samples": phone_samples}
         progress(f"training A (no reviews) on {len(training)} records")
         report_a = train_all(training, models_dir=models, progress=progress, **common)
@@ -252,17 +253,6 @@ def run(
         "feedback_weight": feedback_weight,
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-def _private_models(source: Path, target: Path) -> Path:
-    """A throw-away models folder: the pretrained files (linked), no trained versions."""
-    target.mkdir(parents=True)
-    manifest = json.loads((source / "manifest.json").read_text())
-    kept = [entry for entry in manifest["models"] if "package" in entry and (source / entry["filename"]).is_file()]
-    for entry in kept:
-        (target / entry["filename"]).symlink_to((source / entry["filename"]).resolve())
-    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:

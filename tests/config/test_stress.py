@@ -119,23 +119,6 @@ class TestMemorySampler:
 
 
 class TestSetup:
-    def test_it_links_only_the_pretrained_models(self, tmp_path):
-        source = tmp_path / "models"
-        source.mkdir()
-        (source / "u2netp.onnx").write_bytes(b"onnx")
-        (source / "head.pt").write_bytes(b"trained")
-        manifest = {"models": [{"filename": "u2netp.onnx", "package": "x==1"}, {"filename": "head.pt"}]}
-        (source / "manifest.json").write_text(json.dumps(manifest))
-        stress.link_pretrained_models(source, tmp_path / "private")
-        assert sorted(p.name for p in (tmp_path / "private").iterdir()) == ["manifest.json", "u2netp.onnx"]
-        assert (tmp_path / "private" / "u2netp.onnx").read_bytes() == b"onnx"
-        kept = json.loads((tmp_path / "private" / "manifest.json").read_text())["models"]
-        assert [entry["filename"] for entry in kept] == ["u2netp.onnx"]
-
-    def test_it_refuses_without_a_models_folder(self, tmp_path):
-        with pytest.raises(RuntimeError, match="make models"):
-            stress.link_pretrained_models(tmp_path / "missing", tmp_path / "private")
-
     def test_it_finds_the_models_folder_as_the_settings_do(self, tmp_path, monkeypatch):
         monkeypatch.delenv("OBVERSE_MODELS_DIR", raising=False)
         monkeypatch.setenv("OBVERSE_VAR_DIR", str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -52,3 +53,27 @@ def test_the_loaded_backbone_is_folded_and_channels_last():
     assert first.is_contiguous(memory_format=torch.channels_last)
     features = backbone.features([Image.new("RGB", (64, 64), (90, 120, 60))])
     assert features.shape == (1, 1280) and (features >= 0).all()
+
+
+def test_the_onnx_graph_gives_the_torch_networks_maps_at_every_tap():
+    from mlcore.backbone import MAP_LAYERS, Backbone, to_tensor
+
+    backbone = Backbone(MODELS)
+    try:
+        backbone.ensure_loaded()
+    except ModelFileError as exc:
+        pytest.skip(f"models folder not prepared: {exc}")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (200, 180, 3), dtype=np.uint8)) for _ in range(2)]
+    batch = to_tensor(images, 256)
+    maps = backbone.maps(batch, MAP_LAYERS)
+    with torch.inference_mode():
+        x = batch
+        for index, block in enumerate(backbone.module):
+            x = block(x)
+            if index in MAP_LAYERS:
+                expected = x.contiguous()
+                assert maps[index].shape == expected.shape, index
+                assert torch.allclose(maps[index], expected, atol=1e-4 * float(expected.abs().max())), index
+    with pytest.raises(ValueError, match="not outputs"):
+        backbone.maps(batch, (5,))

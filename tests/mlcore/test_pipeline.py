@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from mlcore.__main__ import main as mlcore_main
 from mlcore.embed import EMBED_DIM
 from mlcore.imageio import ImageDecodeError
 from mlcore.pipeline import STEPS, NoObjectFound, Pipeline
+from mlcore.setup_models import link_pretrained
 from mlcore.side import SIDES
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -25,11 +25,7 @@ def pretrained_dir(tmp_path_factory) -> Path:
     """A private models folder with the pretrained files only (linked), so tests never touch var/models."""
     if not (REPO_MODELS / "manifest.json").exists():
         pytest.skip(f"pretrained models not prepared in {REPO_MODELS} (run make models)")
-    target = tmp_path_factory.mktemp("models")
-    shutil.copy(REPO_MODELS / "manifest.json", target / "manifest.json")
-    for name in ("mobilenetv2_features.pt", "u2netp.onnx"):
-        (target / name).symlink_to(REPO_MODELS / name)
-    return target
+    return link_pretrained(REPO_MODELS, tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mlcore import versions
-from mlcore.setup_models import ModelFileError, read_manifest
+from mlcore.setup_models import ModelFileError, link_pretrained, read_manifest
 from mlcore.train import catalogue_cutout, catalogue_mask, main, train_all
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -123,14 +122,7 @@ class TestCatalogueCutout:
 def _models_dir(tmp_path: Path) -> Path:
     if not (REPO_MODELS / "manifest.json").exists():
         pytest.skip(f"pretrained models not prepared in {REPO_MODELS} (run make models)")
-    target = tmp_path / "models"
-    target.mkdir()
-    for name in ("manifest.json", "mobilenetv2_features.pt", "u2netp.onnx"):
-        if (REPO_MODELS / name).exists():
-            (target / name).symlink_to(REPO_MODELS / name) if name != "manifest.json" else shutil.copy(
-                REPO_MODELS / name, target / name
-            )
-    return target
+    return link_pretrained(REPO_MODELS, tmp_path / "models")
 
 
 @pytest.mark.data

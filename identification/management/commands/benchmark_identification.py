@@ -34,6 +34,7 @@ from identification import services
 from identification.catalogue import catalogue_records
 from identification.pipeline import get_pipeline, reset_pipeline
 from mlcore.retrieval import recall_at
+from mlcore.setup_models import link_pretrained
 
 
 def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         old_name = None
         try:
             models_dir = work / "models"
-            _copy_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
+            link_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
             db_settings = settings.DATABASES["default"]
             db_settings["TEST"]["NAME"] = f"obverse_benchmark_{os.getpid()}"  # keep Django's other TEST defaults
             old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
@@ -252,22 +253,6 @@ def _versions(pipeline) -> dict:
     if callable(describe):
         versions.update(describe())
     return versions
-
-
-def _copy_pretrained(source: Path, target: Path) -> None:
-    """A private models folder for the benchmark: the pretrained files (linked), no trained versions."""
-    target.mkdir(parents=True)
-    manifest = source / "manifest.json"
-    if not manifest.exists():
-        raise CommandError(f"No models in {source}; run python -m mlcore.setup_models (or make models).")
-    entries = json.loads(manifest.read_text())["models"]
-    kept = []
-    for entry in entries:
-        path = source / entry["filename"]
-        if path.is_file() and "package" in entry:
-            os.symlink(path.resolve(), target / entry["filename"])
-            kept.append(entry)
-    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
 
 
 def _head_csv(path: Path, limit: int, target: Path) -> Path:

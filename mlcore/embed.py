@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,9 +36,18 @@ from mlcore.setup_models import ModelFileError
 EMBED_DIM = FEATURE_DIM  # 1280: the width of the database column
 # Output channels of MobileNetV2's last blocks (torchvision's ``features`` indices).
 LAYER_CHANNELS = {16: 160, 17: 320, 18: 1280}
+SIDE_BLOCK = 13  # the side network (``mlcore.side``) starts from this block's maps
 LAYOUT_DIM = 4 * FEATURE_DIM  # ``Embedder.descriptors_and_layout``: the last block's maps on a 2×2 grid
 FILENAME = "embed.npz"
 NEUTRAL = (128, 128, 128)
+
+
+class Reading(NamedTuple):
+    """What one backbone pass over a batch of cut-outs gives (``Embedder.read``)."""
+
+    descriptors: np.ndarray  # (N, config.dim) pooled, signed-sqrt, L2-normalised
+    layout: np.ndarray | None  # (N, LAYOUT_DIM) the orientation's features, when asked for
+    stems: torch.Tensor | None  # (N, 96, h, w) float16 block-13 maps, the side network's input, when asked for
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ class Embedder(LazyModel):
 
     def descriptors(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, ``config.dim``) pooled descriptors before any learned projection (signed-sqrt, L2-normalised)."""
-        return self._read(images, layout=False)[0]
+        return self.read(images).descriptors
 
     def descriptors_and_layout(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(descriptors, layout) from one pass: ``descriptors`` as above; ``layout`` (N, 4·1280) for orientation.
@@ -298,16 +308,22 @@ class Embedder(LazyModel):
         free) averaged in each quarter, signed square root: where the head or the standing figure
         sits, which is what the orientation estimator reads (``mlcore.orientation``).
         """
-        return self._read(images, layout=True)
+        reading = self.read(images, layout=True)
+        return reading.descriptors, reading.layout
 
     @torch.inference_mode()
-    def _read(self, images: Sequence[Image.Image], *, layout: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def read(self, images: Sequence[Image.Image], *, layout: bool = False, stems: bool = False) -> Reading:
+        """One backbone pass over ``images``: descriptors, and the layout and stems when asked for.
+
+        ``stems``: block 13's maps (N, 96, 16, 16 at 256 px; float16 to halve what training keeps),
+        the side network's input (``mlcore.side``): the side reads the same pass as the embedding.
+        """
         self.ensure_loaded()
         from mlcore.backbone import to_tensor
 
         layer = self.config.layer
-        layers = (layer, 18) if layout and layer != 18 else (layer,)  # block 18 only for the layout
-        out, layouts = [], []
+        layers = [layer] + ([18] if layout and layer != 18 else []) + ([SIDE_BLOCK] if stems else [])
+        out, layouts, stem_maps = [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = [prepare(image, self.config) for image in images[start : start + self.batch_size]]
             maps = self.backbone.maps(to_tensor(batch, self.config.input_size), layers)
@@ -317,10 +333,19 @@ class Embedder(LazyModel):
             out.append(pooled.numpy())
             if layout:
                 layouts.append(torch.nn.functional.adaptive_avg_pool2d(maps[18], 2).flatten(1).sqrt().numpy())
+            if stems:
+                stem_maps.append(maps[SIDE_BLOCK].half())
         if not out:
-            empty = np.zeros((0, LAYOUT_DIM), dtype=np.float32) if layout else None
-            return np.zeros((0, self.config.dim), dtype=np.float32), empty
-        return l2n(np.concatenate(out)), (np.concatenate(layouts).astype(np.float32) if layout else None)
+            return Reading(
+                np.zeros((0, self.config.dim), dtype=np.float32),
+                np.zeros((0, LAYOUT_DIM), dtype=np.float32) if layout else None,
+                torch.zeros((0, 96, 16, 16), dtype=torch.float16) if stems else None,
+            )
+        return Reading(
+            l2n(np.concatenate(out)),
+            np.concatenate(layouts).astype(np.float32) if layout else None,
+            torch.cat(stem_maps) if stems else None,
+        )
 
     def embed_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
         """Descriptors → final embeddings (projection if any, zero-padded to EMBED_DIM, L2-normalised)."""

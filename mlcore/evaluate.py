@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
@@ -182,6 +183,7 @@ def evaluate(
     # --- Catalogue ------------------------------------------------------------------------------
     ids, items, sides, owners = [], [], [], []
     descriptors, base_features = [], []
+    stems: list[torch.Tensor] = []  # block-13 maps of train-type images, in order (the side network's input)
     orientation_pool: list[Image.Image] = []
     train_cutouts: dict[tuple[str, str], Image.Image] = {}
     batch: list[Image.Image] = []
@@ -190,7 +192,10 @@ def evaluate(
 
     def flush() -> None:
         if batch:
-            descriptors.append(embedder.descriptors(batch))
+            reading = embedder.read(batch, stems=True)
+            descriptors.append(reading.descriptors)
+            first = len(ids) - len(batch)
+            stems.extend(stem for i, stem in enumerate(reading.stems) if items[first + i] in train_types)
             if baseline:
                 base_features.append(backbone.features(batch))
             batch.clear()
@@ -263,15 +268,19 @@ def evaluate(
     errors = [angular_error(est, -q.angle) for (est, _), q in zip(estimates, queries, strict=True)]
     upright = [rotate_upright(q.cutout, est) for (est, _), q in zip(estimates, queries, strict=True)]
     say("embedding queries")
-    query_desc = embedder.descriptors(upright) if upright else np.zeros((0, 1280), np.float32)
+    query_reading = embedder.read(upright, stems=True)
+    query_desc = query_reading.descriptors
     # Rotation search: each query also embedded turned by the sweep's offsets from the estimate.
     offsets = sweep_offsets(rotation_sweep) if rotation_sweep > 1 else np.zeros(1)
     turn_desc = np.repeat(query_desc[:, None, :], len(offsets), axis=1)
+    turn_stems = [[stem] for stem in query_reading.stems]  # per query: its stems at each turn
     if rotation_sweep > 1 and queries:
         say(f"rotation sweep: {len(queries)} queries × {len(offsets)} turns")
         for i, ((est, _), q) in enumerate(zip(estimates, queries, strict=True)):
             turned = [rotate_upright(q.cutout, est + float(offset)) for offset in offsets[1:]]
-            turn_desc[i, 1:] = embedder.descriptors(turned)
+            turned_reading = embedder.read(turned, stems=True)
+            turn_desc[i, 1:] = turned_reading.descriptors
+            turn_stems[i].extend(turned_reading.stems)
 
     # --- Learned projection (train types only) --------------------------------------------------
     projections: dict[str, Any] = {}
@@ -284,7 +293,8 @@ def evaluate(
             rotate_upright(query_like(train_cutouts[k], rng), float(rng.uniform(-TURN_RESIDUAL, TURN_RESIDUAL)))
             for k in keys
         ]  # what the rotation search leaves: the best turn is within half a step of upright
-        copy_desc = embedder.descriptors(copies)
+        copy_reading = embedder.read(copies, stems=True)
+        copy_desc = copy_reading.descriptors
         anchors = [catalogue_desc[index_of[f"{rid}:{side}"]] for rid, side in keys]
         positives = list(copy_desc)
         # Other specimens of the same (train) type, same side.
@@ -302,7 +312,7 @@ def evaluate(
         projections["learned"] = projection_fit(np.array(anchors), np.array(positives), background=background)
         train_cutouts.clear()
         side_training = (
-            np.concatenate([catalogue_desc[train_rows], copy_desc]),
+            torch.cat([torch.stack(stems), copy_reading.stems]),
             np.array([sides[i] for i in train_rows] + [side for _, side in keys]),
             np.array([owners[i] for i in train_rows] + [rid for rid, _ in keys]),
         )
@@ -463,12 +473,13 @@ def evaluate(
     if side_training is not None and queries:
         figures["side_accuracy_held_out"] = _side_held_out(
             side_training,
-            turn_desc,
+            torch.stack([torch.stack(per_turn) for per_turn in turn_stems]),
             queries,
             offsets,
-            embedder.config,
+            features=backbone.module,
             probabilities=probabilities,
             estimates=estimates,
+            seed=seed,
         )
     try:
         figures["metadata_accuracy"] = _metadata_accuracy(chosen["_index"], chosen["_query_vectors"], queries, records)
@@ -516,32 +527,29 @@ def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: lis
 
 def _side_held_out(
     training,
-    turn_desc: np.ndarray,
+    turn_stems: torch.Tensor,
     queries: list[QueryImage],
     offsets: np.ndarray,
-    config=None,
     *,
+    features: torch.nn.Module,
     probabilities: np.ndarray | None = None,
     estimates: list[tuple[float, float]] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Side accuracy of a classifier fitted on train types only (clean + query-like cut-outs), on the queries.
+    """Side accuracy of a network fine-tuned on train types only (clean + query-like cut-outs), on the queries.
 
     ``single``: the estimator's upright cut-out, as ``Pipeline.process`` classifies; ``turns_N``: the
     obverse probability averaged over N of the rotation search's turns (a wrong upright then matters less);
     ``turns_N_weighted``: averaged with each turn weighed by how plausible the orientation estimator
     finds it (``probabilities``, ``estimates``). Pessimistic for production, where the classifier has
-    also seen other specimens of the query's type.
+    also seen other specimens of the query's type (and, on a small subset, far fewer coins).
     """
-    from mlcore.embed import DEFAULT_CONFIG
-    from mlcore.side import side_features, side_weights_fit
+    from mlcore.side import side_net_fit
 
-    config = config or DEFAULT_CONFIG
-    features, side_names, groups = training
-    weights, metrics, _ = side_weights_fit(
-        side_features(features, config), (side_names == "obverse").astype(int), groups
-    )
+    stems, side_names, groups = training
+    net, metrics = side_net_fit(stems, (side_names == "obverse").astype(int), groups, features=features, seed=seed)
     truth = np.array([q.side == "obverse" for q in queries])
-    p = weights.probability_obverse(side_features(turn_desc.reshape(-1, turn_desc.shape[-1]), config))
+    p = net.probability_obverse(turn_stems.reshape(-1, *turn_stems.shape[2:]))
     p = p.reshape(len(queries), len(offsets))
     result: dict[str, Any] = {"single": round(float(np.mean((p[:, 0] >= 0.5) == truth)), 4)}
     for step in (2, 1):
@@ -572,7 +580,7 @@ def _side_held_out(
         result["pairs"] = len(pairs)
         result["pair_both_right_alone"] = round(float(np.mean(alone)), 4)
         result["pair_both_right_together"] = round(float(np.mean(together)), 4)
-    result["fit_oof_accuracy"] = metrics["oof_accuracy"]
+    result["fit_held_out_accuracy"] = metrics.get("held_out_accuracy")
     return result
 
 

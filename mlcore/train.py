@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.pipeline import TURN_RESIDUAL
 from mlcore.setup_models import models_dir as default_models_dir
-from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_features, side_weights_fit
+from mlcore.side import FILENAME as SIDE_FILENAME
+from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_net_fit
 from mlcore.versions import (
     list_versions,
     version_abort,
@@ -296,7 +298,8 @@ def current_recipes(models_dir: str | Path) -> dict[str, str]:
 
     embedder = Embedder(models_dir, use_trained=False)
     orientation = OrientationEstimator(models_dir, embedder=embedder)
-    return {"embedding": embedder.base_version, "orientation": orientation.recipe}
+    side = SideClassifier(models_dir, embedder=embedder)
+    return {"embedding": embedder.base_version, "orientation": orientation.recipe, "side": side.recipe}
 
 
 def _fingerprint(records: Sequence[CatalogueRecord], seed: int, feedback: Sequence[FeedbackExample] = ()) -> str:
@@ -453,7 +456,9 @@ def train_all(
         # angle; the two copies' layout features, with their known angles, train the orientation
         # estimator (same pass). Images are not kept in memory.
         rows: list[tuple[int, str]] = []  # (record index, side)
-        clean_parts, upright_parts, turned_parts = [], [], []
+        clean_parts, upright_parts = [], []
+        # Block-13 maps of the same three images, the side network's input (float16: ~50 kB each).
+        stem_parts: dict[str, list[torch.Tensor]] = {"clean": [], "query_upright": [], "query_turned": []}
         layout_parts: list[np.ndarray] = []
         layout_angles: list[float] = []
         layout_rows: list[int] = []
@@ -477,13 +482,21 @@ def train_all(
                 image.rotate(float(turn), resample=Image.Resampling.BILINEAR, fillcolor=NEUTRAL)
                 for image, turn in zip(upright, turns, strict=True)
             ]
-            clean_parts.append(embedder.descriptors(clean))
+            reading = embedder.read(clean, stems=True)
+            clean_parts.append(reading.descriptors)
+            stem_parts["clean"].append(reading.stems)
             first = len(rows)
             wanted = [i for i in range(len(pending)) if (first + i) % orientation_every == 0]
-            copies_made = ((upright, residuals, upright_parts), (turned, residuals + turns, turned_parts))
-            for copies, angles, parts in copies_made:
-                descriptors, layout = embedder.descriptors_and_layout(copies)
-                parts.append(descriptors)
+            copies_made = (
+                ("query_upright", upright, residuals, upright_parts),
+                ("query_turned", turned, residuals + turns, None),  # its descriptors serve nothing
+            )
+            for kind, copies, angles, parts in copies_made:
+                reading = embedder.read(copies, layout=True, stems=True)
+                if parts is not None:
+                    parts.append(reading.descriptors)
+                stem_parts[kind].append(reading.stems)
+                layout = reading.layout
                 layout_parts.append(layout[wanted])
                 layout_angles.extend(float(angles[i]) for i in wanted)
                 layout_rows.extend(first + i for i in wanted)
@@ -522,36 +535,41 @@ def train_all(
         skipped: dict[str, str] = {}
         sides = np.array([side for _, side in rows])
         groups = np.array([records[index].record_id for index, _ in rows])
-        clean_d, upright_d, turned_d = (np.concatenate(p) for p in (clean_parts, upright_parts, turned_parts))
+        clean_d, upright_d = np.concatenate(clean_parts), np.concatenate(upright_parts)
         obverse = (sides == "obverse").astype(int)
 
-        # Side classifier on clean, query-like upright and turned copies; calibrated out of fold
-        # (grouped by specimen), and scored on phone-like photos of some coins (true masks).
+        # Side network fine-tuned on clean, query-like upright and turned copies; calibrated and measured
+        # on specimens held out of the fine-tuning, also on phone-like photos of some coins (true masks).
         say("training the side classifier")
         extra = {}
         if phone["row"]:
             phone_rows = np.array(phone["row"])
             for name in ("turned", "upright"):
                 extra[f"phone_{name}"] = (
-                    side_features(embedder.descriptors(phone[name]), embedder.config),
+                    embedder.read(phone[name], stems=True).stems,
                     obverse[phone_rows],
                     groups[phone_rows],
                 )
-        weights, side_metrics, oof = side_weights_fit(
-            side_features(np.concatenate([clean_d, upright_d, turned_d]), embedder.config),
-            np.concatenate([obverse, obverse, obverse]),
-            np.concatenate([groups, groups, groups]),
-            seed=seed,
-            extra=extra,
-        )
-        n = len(rows)
-        for position, name in enumerate(("clean", "query_upright", "query_turned")):
-            part = slice(position * n, (position + 1) * n)
-            side_metrics[f"oof_accuracy_{name}"] = round(float(np.mean((oof[part] >= 0.5) == obverse)), 4)
-        SideClassifier.save(weights, staging)
-        parts["side-classifier"] = "side.npz"
-        metrics["side"] = side_metrics
         phone.clear()
+        kinds = list(stem_parts)
+        stems = torch.cat([torch.cat(stem_parts[kind]) for kind in kinds])
+        stem_parts.clear()
+        side_net, side_metrics = side_net_fit(
+            stems,
+            np.concatenate([obverse] * len(kinds)),
+            np.concatenate([groups] * len(kinds)),
+            features=embedder.backbone.module,
+            seed=seed,
+            kinds=np.repeat(kinds, len(rows)),
+            extra=extra,
+            progress=say,
+        )
+        del stems, extra
+        side = SideClassifier(models_dir, embedder=embedder)
+        side_net.save(staging / SIDE_FILENAME)
+        parts["side-classifier"] = SIDE_FILENAME
+        metrics["side"] = side_metrics
+        recipes["side"] = side.recipe
 
         # Orientation estimator: the query-like copies' layout features and their known angles.
         if layout_rows:
@@ -777,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for info in list_versions(directory):
-            side = info.metrics.get("side", {}).get("oof_accuracy_query_like")
+            side = info.metrics.get("side", {}).get("held_out_accuracy_query_upright")
             print(f"{'*' if info.active else ' '} {info.version}  created {info.created}  side {side}")
         return 0
     if args.activate:

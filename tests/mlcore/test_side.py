@@ -1,57 +1,78 @@
-"""Side classifier: the linear model and its calibration (synthetic), then real coins (held out)."""
+"""Side classifier: the fine-tuned network and its calibration (synthetic maps), then real coins (held out)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from mlcore.side import SideClassifier, SideWeights, augment_like_query, pair_obverse_first, side_weights_fit
+from mlcore.side import (
+    CALIBRATION_SHARE,
+    SideClassifier,
+    SideNet,
+    augment_like_query,
+    pair_obverse_first,
+    side_net_fit,
+)
 
 
-def _blobs(rng: np.random.Generator, n: int, separation: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stems(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Block-13-like maps whose obverses carry a bright blob in the centre (a "portrait"), reverses a ring."""
     labels = rng.integers(0, 2, n)
-    features = rng.normal(0, 1, (n, 16))
-    features[:, 0] += np.where(labels == 1, separation, -separation)
+    maps = rng.random((n, 96, 8, 8)).astype(np.float32) * 0.5  # 8×8, not 16×16: a faster test, same network
+    yy, xx = np.mgrid[:8, :8] - 3.5
+    radius = np.sqrt(yy**2 + xx**2)
+    channels = np.arange(0, 96, 4)
+    for i, label in enumerate(labels):
+        pattern = radius < 2 if label == 1 else (radius > 2.5) & (radius < 3.6)
+        maps[i][np.ix_(channels, *np.nonzero(pattern))] += 1.5
     groups = np.arange(n) // 2  # pairs of rows belong to one "specimen"
-    return features, labels, groups
+    return torch.from_numpy(maps).half(), labels, groups
 
 
-class TestSideWeights:
-    def test_it_learns_a_separable_problem_with_calibrated_probabilities(self):
-        rng = np.random.default_rng(0)
-        features, labels, groups = _blobs(rng, 600)
-        weights, metrics, oof = side_weights_fit(features, labels, groups, seed=0, c=1.0)
-        assert metrics["oof_accuracy"] > 0.9
-        test_x, test_y, _ = _blobs(np.random.default_rng(1), 2000)
-        p = weights.probability_obverse(test_x)
-        assert np.mean((p >= 0.5) == (test_y == 1)) > 0.9
-        # Calibrated: among predictions near 0.8 confident, about 80% are right.
-        confidence = np.maximum(p, 1 - p)
-        right = (p >= 0.5) == (test_y == 1)
-        band = (confidence > 0.7) & (confidence < 0.9)
-        assert abs(right[band].mean() - confidence[band].mean()) < 0.1
-        assert oof.shape == (600,)
+@pytest.fixture(scope="module")
+def features():
+    """An untrained MobileNetV2 ``features`` (batch norms folded), so these tests need no models folder."""
+    import torchvision
 
-    def test_it_scores_evaluation_rows_with_the_fold_that_did_not_see_them(self):
-        rng = np.random.default_rng(2)
-        features, labels, groups = _blobs(rng, 200, separation=3.0)
-        extra = {"phone": (features[:20] * 1.1, labels[:20], groups[:20])}
-        _, metrics, _ = side_weights_fit(features, labels, groups, extra=extra)
-        assert metrics["samples_phone"] == 20
-        assert metrics["oof_accuracy_phone"] > 0.8
+    from mlcore.backbone import fold_batch_norms
 
-    def test_it_needs_both_sides(self):
+    torch.manual_seed(0)
+    return fold_batch_norms(torchvision.models.mobilenet_v2(weights=None).features.eval())
+
+
+class TestSideNet:
+    def test_it_learns_a_separable_problem_and_calibrates_on_held_out_specimens(self, features):
+        stems, labels, groups = _stems(np.random.default_rng(0), 400)
+        net, metrics = side_net_fit(stems, labels, groups, features=features, seed=0, epochs=4)
+        assert metrics["held_out_samples"] == pytest.approx(400 * CALIBRATION_SHARE, abs=4)
+        assert metrics["held_out_accuracy"] > 0.9
+        test, test_labels, _ = _stems(np.random.default_rng(1), 200)
+        p = net.probability_obverse(test)
+        assert np.mean((p >= 0.5) == (test_labels == 1)) > 0.9
+        assert float(net.platt[0]) > 0  # calibrated: larger logits still mean obverse
+
+    def test_it_scores_evaluation_rows_only_where_their_specimen_was_held_out(self, features):
+        stems, labels, groups = _stems(np.random.default_rng(2), 120)
+        extra = {"phone": (stems[:40], labels[:40], groups[:40])}
+        kinds = np.array(["clean", "copy"] * 60)
+        _, metrics = side_net_fit(stems, labels, groups, features=features, epochs=1, kinds=kinds, extra=extra)
+        held = metrics["held_out_samples"]
+        assert 0 < metrics["held_out_samples_phone"] < 40
+        assert metrics["held_out_samples_phone"] <= held
+        assert {"held_out_accuracy_clean", "held_out_accuracy_copy"} <= set(metrics)
+
+    def test_it_needs_both_sides(self, features):
+        stems, _, groups = _stems(np.random.default_rng(3), 8)
         with pytest.raises(ValueError, match="both sides"):
-            side_weights_fit(np.zeros((4, 3)), np.ones(4, dtype=int), np.arange(4))
+            side_net_fit(stems, np.ones(8, dtype=int), groups, features=features)
 
-    def test_it_round_trips_through_a_file_without_pickle(self, tmp_path):
-        rng = np.random.default_rng(3)
-        features, labels, groups = _blobs(rng, 100)
-        weights, _, _ = side_weights_fit(features, labels, groups)
-        path = SideClassifier.save(weights, tmp_path)
-        loaded = SideWeights.load(path)
-        np.testing.assert_allclose(loaded.probability_obverse(features), weights.probability_obverse(features))
+    def test_it_round_trips_through_a_weights_only_file(self, features, tmp_path):
+        stems, labels, groups = _stems(np.random.default_rng(4), 64)
+        net, _ = side_net_fit(stems, labels, groups, features=features, epochs=1)
+        loaded = SideNet.load(net.save(tmp_path / "side.pt"))
+        np.testing.assert_allclose(loaded.probability_obverse(stems), net.probability_obverse(stems), rtol=1e-5)
 
 
 class TestAugment:
@@ -90,7 +111,7 @@ class TestSideClassifierModel:
         from mlcore.setup_models import ModelFileError
 
         with pytest.raises(ModelFileError, match="mlcore.train"):
-            SideClassifier(tmp_path).predict_features(np.zeros((1, 4)))
+            SideClassifier(tmp_path).predict_stems(torch.zeros((1, 96, 16, 16)))
 
 
 @pytest.mark.data
@@ -118,21 +139,22 @@ class TestOnRealCoins:
 
         embedder = Embedder(REPO_MODELS, use_trained=False)
         train_images, train_sides, train_groups = images(train)
-        weights, metrics = SideClassifier.fit(train_images, train_sides, train_groups, embedder=embedder, seed=0)
-        SideClassifier.save(weights, tmp_path)
+        net, metrics = SideClassifier.fit(
+            train_images, train_sides, train_groups, embedder=embedder, seed=0, copies=2, epochs=8
+        )
 
         test_images, test_sides, _ = images(test)
         rng = np.random.default_rng(1)
         queries = [augment_like_query(image, rng, turn_probability=0.0) for image in test_images]
         classifier = SideClassifier(REPO_MODELS, embedder=embedder)
-        classifier._model = SideWeights.load(tmp_path / "side.npz")  # this test's weights, not the active version
+        classifier._model = SideNet.load(net.save(tmp_path / "side.pt"))  # this test's weights, not the active one
         clean = classifier.predict(test_images)
         degraded = classifier.predict(queries)
         clean_accuracy = np.mean([p[0] == s for p, s in zip(clean, test_sides, strict=True)])
         degraded_accuracy = np.mean([p[0] == s for p, s in zip(degraded, test_sides, strict=True)])
-        assert metrics["samples"] == 160
-        # Measured 0.80 (clean) on these 40 coins with the low-pass descriptors; the issue's target (0.98 on
-        # degraded photos) is not reached yet, so these bounds only guard against a regression.
+        assert metrics["samples"] + metrics["held_out_samples"] == 240
+        # The issue's target (0.98 on degraded photos) needs the whole catalogue; fine-tuned on 40 coins
+        # these bounds only guard against a regression (measured: see the assertion messages).
         assert clean_accuracy >= 0.75, clean_accuracy
         assert degraded_accuracy >= 0.7, degraded_accuracy
         assert all(0.5 <= p[1] <= 1.0 for p in clean + degraded)

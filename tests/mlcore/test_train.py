@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from mlcore import versions
 from mlcore.setup_models import ModelFileError, link_pretrained, read_manifest
-from mlcore.train import catalogue_cutout, catalogue_mask, main, train_all
+from mlcore.train import catalogue_cutout, catalogue_mask, current_recipes, main, train_all
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 
@@ -147,15 +147,21 @@ class TestTrainAll:
         assert report.images == 14
         assert versions.active_version(models_dir) == report.version
         metrics = json.loads((report.path / "metrics.json").read_text())
-        assert metrics["side"]["samples"] == 3 * 14  # clean, query-like upright, query-like turned
-        assert 0.0 <= metrics["side"]["oof_accuracy"] <= 1.0
-        assert metrics["side"]["samples_phone_turned"] == 4
+        side = metrics["side"]
+        # clean, query-like upright, query-like turned; a share of the specimens held out to calibrate
+        assert side["samples"] + side["held_out_samples"] == 3 * 14
+        assert 0.0 <= side["held_out_accuracy"] <= 1.0
+        assert {"held_out_accuracy_clean", "held_out_accuracy_query_upright", "held_out_accuracy_query_turned"} <= set(
+            side
+        )
+        assert 0 <= side.get("held_out_samples_phone_turned", 0) <= 4
         assert {"side-classifier", "orientation", "metadata"} <= set(report.parts)
         assert set(metrics["metadata"]["fields"]) >= {"material"}
         assert messages and messages[-1].startswith("trained version")
         from mlcore.embed import Embedder
 
         assert versions.trained_recipe(models_dir, report.version) == Embedder(models_dir).base_version
+        assert versions.trained_recipe(models_dir, report.version, "side") == current_recipes(models_dir)["side"]
         for part, filename in report.parts.items():
             assert (report.path / filename).is_file(), part
 
@@ -199,16 +205,28 @@ def _coin_photo(path: Path, type_index: int, specimen: int, side: str) -> Path:
 @pytest.fixture
 def fast_training(monkeypatch, tmp_path):
     """train_all with the pixel stand-in for the backbone, no orientation part, small projections."""
+    import torch
+    import torchvision
+
     from mlcore import backbone, embed
     from mlcore import train as train_module
+    from mlcore.backbone import fold_batch_norms
 
+    def read(self, images, *, layout=False, stems=False):
+        vectors = _pixels(list(images))
+        return embed.Reading(
+            vectors,
+            np.zeros((len(vectors), 8), np.float32) if layout else None,
+            # The side network's input: 96 of the pixels as 4×4 maps (the real ones are block 13's, 16×16).
+            torch.from_numpy(np.repeat(vectors[:, :96, None, None], 4, axis=2).repeat(4, axis=3)).half()
+            if stems
+            else None,
+        )
+
+    untrained = fold_batch_norms(torchvision.models.mobilenet_v2(weights=None).features.eval())
     monkeypatch.setattr(backbone.Backbone, "_load", lambda self: object())
-    monkeypatch.setattr(embed.Embedder, "descriptors", lambda self, images: _pixels(list(images)))
-    monkeypatch.setattr(
-        embed.Embedder,
-        "descriptors_and_layout",
-        lambda self, images: (_pixels(list(images)), np.zeros((len(images), 8), np.float32)),
-    )
+    monkeypatch.setattr(backbone.Backbone, "module", property(lambda self: untrained))
+    monkeypatch.setattr(embed.Embedder, "read", read)
     monkeypatch.setattr(train_module, "PROJECTION_DIM", 16)
     monkeypatch.setattr(train_module, "MIN_PROJECTION_DIM", 4)
     from mlcore.dataset import CatalogueRecord

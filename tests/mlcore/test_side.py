@@ -45,7 +45,7 @@ def features():
 class TestSideNet:
     def test_it_learns_a_separable_problem_and_calibrates_on_held_out_specimens(self, features):
         stems, labels, groups = _stems(np.random.default_rng(0), 400)
-        net, metrics = side_net_fit(stems, labels, groups, features=features, seed=0, epochs=4)
+        net, metrics = side_net_fit(stems, labels, groups, features=features, seed=0, epochs=4, min_steps=0)
         assert metrics["held_out_samples"] == pytest.approx(400 * CALIBRATION_SHARE, abs=4)
         assert metrics["held_out_accuracy"] > 0.9
         test, test_labels, _ = _stems(np.random.default_rng(1), 200)
@@ -57,7 +57,9 @@ class TestSideNet:
         stems, labels, groups = _stems(np.random.default_rng(2), 120)
         extra = {"phone": (stems[:40], labels[:40], groups[:40])}
         kinds = np.array(["clean", "copy"] * 60)
-        _, metrics = side_net_fit(stems, labels, groups, features=features, epochs=1, kinds=kinds, extra=extra)
+        _, metrics = side_net_fit(
+            stems, labels, groups, features=features, epochs=1, min_steps=0, kinds=kinds, extra=extra
+        )
         held = metrics["held_out_samples"]
         assert 0 < metrics["held_out_samples_phone"] < 40
         assert metrics["held_out_samples_phone"] <= held
@@ -70,7 +72,7 @@ class TestSideNet:
 
     def test_it_round_trips_through_a_weights_only_file(self, features, tmp_path):
         stems, labels, groups = _stems(np.random.default_rng(4), 64)
-        net, _ = side_net_fit(stems, labels, groups, features=features, epochs=1)
+        net, _ = side_net_fit(stems, labels, groups, features=features, epochs=1, min_steps=0)
         loaded = SideNet.load(net.save(tmp_path / "side.pt"))
         np.testing.assert_allclose(loaded.probability_obverse(stems), net.probability_obverse(stems), rtol=1e-5)
 
@@ -140,7 +142,7 @@ class TestOnRealCoins:
         embedder = Embedder(REPO_MODELS, use_trained=False)
         train_images, train_sides, train_groups = images(train)
         net, metrics = SideClassifier.fit(
-            train_images, train_sides, train_groups, embedder=embedder, seed=0, copies=2, epochs=8
+            train_images, train_sides, train_groups, embedder=embedder, seed=0, copies=2, epochs=8, min_steps=0
         )
 
         test_images, test_sides, _ = images(test)

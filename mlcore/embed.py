@@ -339,7 +339,9 @@ class Embedder(LazyModel):
             return Reading(
                 np.zeros((0, self.config.dim), dtype=np.float32),
                 np.zeros((0, LAYOUT_DIM), dtype=np.float32) if layout else None,
-                torch.zeros((0, 96, 16, 16), dtype=torch.float16) if stems else None,
+                torch.zeros((0, 96, self.config.input_size // 16, self.config.input_size // 16), dtype=torch.float16)
+                if stems
+                else None,
             )
         return Reading(
             l2n(np.concatenate(out)),

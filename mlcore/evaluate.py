@@ -15,6 +15,9 @@ Protocol (seeded; see docs/ml-notes.md):
   estimator, embedded. Its own images are excluded from the index (leave-one-out); a hit is a
   candidate item with the same type. recall@k counts items after grouping image hits by item.
 * ``recall_at_8_pair``: both photos of the coin, combined with ``combine_sides``.
+* ``side_accuracy_held_out``: a side network fine-tuned on train types (``side_net_fit``) on the
+  queries' upright cut-outs; ``pair_both_right_together``: both photos of a coin decided together
+  (``pair_obverse_first``), as the worker does for a two-photo submission.
 * Baseline: pretrained MobileNetV2 global-average features of the colour cut-out, no rotation
   handling — what the pipeline would do with no coin-specific work.
 * Latency: the production path (decode → segment → cut out → upright → embed) on a sample of queries.

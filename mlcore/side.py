@@ -34,7 +34,8 @@ LAST_BLOCK = 17
 # images × 3 copies, 1,216 held-out-type photos): frozen features 0.87; 1 epoch 0.913, 3 epochs 0.927.
 EPOCHS = 2
 MAX_COPIES = 7000  # copies per epoch at most (a fresh random subset each epoch): bounds the training time
-MIN_STEPS = 120  # batches of 64 at least, however small the catalogue (~1 min on this CPU)
+MIN_STEPS = 120  # batches of 64 at least for a small catalogue (~1 min on this CPU) ...
+MAX_EPOCHS = 10  # ... in at most this many epochs
 CALIBRATION_SHARE = 0.15  # of the specimens, held out of the fine-tuning to calibrate and measure
 
 
@@ -175,7 +176,8 @@ def side_net_fit(
     ``stems``: (N, 96, h, w) maps (``Embedder.read(..., stems=True)``); ``groups``: specimen ids (the
     calibration share is held out by specimen, so copies of one coin never sit on both sides);
     ``features``: the pretrained backbone (``Backbone.module``) whose blocks are copied; ``epochs``
-    passes over at most ``max_copies`` copies each, and at least ``min_steps`` batches; ``kinds``:
+    passes over at most ``max_copies`` copies each, and at least ``min_steps`` batches (in at most
+    ``MAX_EPOCHS``); ``kinds``:
     a name per row (e.g. clean / query_upright) for per-kind held-out accuracy; ``extra``: {name:
     (stems, labels, groups)} of evaluation-only rows, scored where their specimen was held out.
     """
@@ -195,8 +197,9 @@ def side_net_fit(
     per_epoch = min(len(train_rows), max_copies)
     batch = 64
     per_epoch_steps = max(1, (per_epoch + batch - 1) // batch)
-    # A small catalogue gets more epochs: a few hundred copies seen twice teach the blocks nothing.
-    epochs = max(epochs, -(-min_steps // per_epoch_steps))
+    # A small catalogue gets more epochs: a few hundred copies seen twice teach the blocks nothing
+    # (but no more than MAX_EPOCHS: a handful of coins is not worth minutes).
+    epochs = max(epochs, min(MAX_EPOCHS, -(-min_steps // per_epoch_steps)))
     steps = epochs * per_epoch_steps
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=[1e-3, 1e-2], total_steps=steps, pct_start=0.15)
     target = torch.from_numpy(labels.astype(np.float32))

@@ -821,28 +821,48 @@ def models_train(
     training as positives and hard negatives; ``report.metrics["feedback"]`` says how many pairs
     were used. ``exclude_record_ids`` leaves specimens out (the benchmark's query coins).
     A new version may change the embedding (a learned projection), so by default the catalogue is
-    then re-embedded for it; the previous version's embeddings are pruned only once every image
-    has one for the new version. Returns mlcore's TrainingReport.
+    re-embedded for it *before* it is activated: searches keep using the previous version's complete
+    index meanwhile (with 300,000 coins a re-index takes hours). Images added during the re-index
+    are caught up just after the switch, and the previous version's embeddings are pruned only once
+    every image has one for the new version. ``reindex=False`` activates the new version at once.
+    Returns mlcore's TrainingReport.
     """
     from identification.catalogue import catalogue_records
     from identification.pipeline import reset_pipeline
+    from mlcore.pipeline import Pipeline
     from mlcore.train import train_all
+    from mlcore.versions import version_activate
 
     records = catalogue_records(exclude_record_ids=set(exclude_record_ids))
     records = records[:limit] if limit else records
     if len(records) < 4:
         raise ValidationError(f"The catalogue has {len(records)} specimens with images; training needs more.")
     feedback = _review_feedback(records) if use_reviews else []
-    report = train_all(records, models_dir=settings.OBVERSE_MODELS_DIR, seed=seed, progress=progress, feedback=feedback)
+    models_dir = settings.OBVERSE_MODELS_DIR
+    report = train_all(records, models_dir=models_dir, seed=seed, progress=progress, feedback=feedback, activate=False)
+    if reindex:
+        staged = Pipeline(models_dir, pinned_version=report.version)
+        _index_pending(staged, progress=progress)
+    version_activate(models_dir, report.version)
+    report.activated = True
     reset_pipeline()
     if reindex:
         pipeline = get_pipeline()
+        _index_pending(pipeline, progress=progress)  # images added while the new version was indexed
         model = embedding_version(pipeline)
-        for image_id in catalogue_pending_images(model=model).values_list("pk", flat=True):
-            catalogue_image_index(image_id=image_id, pipeline=pipeline)
         if not catalogue_pending_images(model=model).exists():
             catalogue_prune_embeddings(keep=model)
     return report
+
+
+def _index_pending(pipeline, *, progress=None) -> None:
+    """Embed every catalogue image that has no embedding for ``pipeline``'s embedding version."""
+    model = embedding_version(pipeline)
+    pending = list(catalogue_pending_images(model=model).values_list("pk", flat=True))
+    for done, image_id in enumerate(pending, start=1):
+        catalogue_image_index(image_id=image_id, pipeline=pipeline)
+        if progress and (done % 100 == 0 or done == len(pending)):
+            progress(f"indexed {done}/{len(pending)} catalogue images for {model[1]}")
 
 
 REVIEW_NEGATIVE_SPECIMENS = 3  # catalogue specimens taken from each hard-negative item

@@ -237,7 +237,8 @@ class Embedder(LazyModel):
     """Pretrained MobileNetV2 maps, GeM-pooled on greyscale disc-masked cut-outs, optionally projected.
 
     ``projection``: a ``Projection``, a path to an ``embed.npz`` (or its folder), or None to use the
-    active trained version's ``embed.npz`` when it has one (``use_trained=False`` turns that off).
+    active trained version's ``embed.npz`` when it has one (``use_trained=False`` turns that off;
+    ``pinned_version`` uses that trained version instead of the active one).
     """
 
     name = "coin-embedding"
@@ -252,8 +253,10 @@ class Embedder(LazyModel):
         use_trained: bool = True,
         backbone: Backbone | None = None,
         batch_size: int = 32,
+        pinned_version: str | None = None,
     ) -> None:
         super().__init__(models_dir)
+        self.pinned_version = pinned_version
         self.config = config
         self.backbone = backbone or Backbone(models_dir, input_size=config.input_size)
         self._projection_arg = projection
@@ -287,7 +290,9 @@ class Embedder(LazyModel):
             from mlcore.versions import resolve
 
             try:
-                path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.base_version)
+                path, self.trained_version = resolve(
+                    self.models_dir, FILENAME, recipe=self.base_version, version=self.pinned_version
+                )
             except ModelFileError:
                 path = None  # nothing trained (or no projection in it, or for another recipe): the plain recipe
             if path is not None:

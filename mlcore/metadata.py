@@ -228,15 +228,16 @@ class MetadataPredictor(LazyModel):
     name = "metadata-vote"
     version = "knn-vote-1"
 
-    def __init__(self, models_dir) -> None:
+    def __init__(self, models_dir, *, pinned_version: str | None = None) -> None:
         super().__init__(models_dir)
+        self.pinned_version = pinned_version  # a trained version to use instead of the active one
         self.trained_version = ""
 
     def _load(self) -> MetadataModel:
         from mlcore.setup_models import ModelFileError
 
         try:
-            path, self.trained_version = resolve(self.models_dir, FILENAME)
+            path, self.trained_version = resolve(self.models_dir, FILENAME, version=self.pinned_version)
         except ModelFileError as exc:
             # Metadata is advice shown to reviewers: uncalibrated shares beat failing the submission.
             logger.warning("metadata confidences are uncalibrated: %s", exc)

@@ -185,7 +185,14 @@ class OrientationEstimator(LazyModel):
         else:
             from mlcore.versions import resolve
 
-            path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.recipe, kind="orientation")
+            # The trained version the embedder reads (its pinned one, else the active one): one coherent set.
+            path, self.trained_version = resolve(
+                self.models_dir,
+                FILENAME,
+                recipe=self.recipe,
+                kind="orientation",
+                version=getattr(self.embedder, "pinned_version", None),
+            )
         weights = OrientationWeights.load(path)
         if weights.recipe != self.recipe:
             from mlcore.versions import TRAIN_COMMAND

@@ -118,10 +118,14 @@ class Pipeline:
         cutout_size: int = CUTOUT_SIZE,
         rotation_turns: int = ROTATION_TURNS,
         rotation_prior: float = ROTATION_PRIOR,
+        pinned_version: str | None = None,
     ) -> None:
         from mlcore.setup_models import models_dir as default_models_dir
 
         self.models_dir = default_models_dir(models_dir)
+        # A trained version to use instead of the active one (a new version is re-indexed before it
+        # is activated); None: the active version.
+        self.pinned_version = pinned_version
         self.use_enhance = use_enhance
         self.use_orientation = use_orientation
         self.cutout_size = cutout_size
@@ -162,11 +166,11 @@ class Pipeline:
     def embedder(self):
         from mlcore.embed import Embedder
 
-        return self._part("embedder", lambda: Embedder(self.models_dir))
+        return self._part("embedder", lambda: Embedder(self.models_dir, pinned_version=self.pinned_version))
 
     @property
     def metadata(self) -> MetadataPredictor:
-        return self._part("metadata", lambda: MetadataPredictor(self.models_dir))
+        return self._part("metadata", lambda: MetadataPredictor(self.models_dir, pinned_version=self.pinned_version))
 
     def model_versions(self) -> dict[str, str]:
         """name@version of every part loaded so far (and always the embedder's)."""

@@ -300,7 +300,9 @@ class SideClassifier(LazyModel):
         return f"{RECIPE}:{self.embedder.base_version}"
 
     def _load(self) -> SideNet:
-        path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.recipe, kind="side")
+        # The trained version the embedder reads (its pinned one, else the active one): one coherent set.
+        pinned = getattr(self.embedder, "pinned_version", None)
+        path, self.trained_version = resolve(self.models_dir, FILENAME, recipe=self.recipe, kind="side", version=pinned)
         return SideNet.load(path)
 
     def describe(self) -> dict[str, str]:

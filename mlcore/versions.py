@@ -207,16 +207,24 @@ def versions_prune(models_dir: str | Path, *, keep: int = 5) -> list[str]:
 
 
 def resolve(
-    models_dir: str | Path, filename: str, *, recipe: str | None = None, kind: str = "embedding"
+    models_dir: str | Path,
+    filename: str,
+    *,
+    recipe: str | None = None,
+    kind: str = "embedding",
+    version: str | None = None,
 ) -> tuple[Path, str]:
     """(path of ``filename`` in the active version, version name); ModelFileError naming the fix otherwise.
+
+    ``version``: that trained version instead of the active one (a new version is re-indexed
+    before it is activated, so search keeps the old one meanwhile).
 
     ``recipe``: the recipe (of ``kind``: the embedding's, or a part's own, e.g. ``orientation``) the
     caller computes features with. A part learned on other features (the code changed since the
     training) would silently give wrong answers, so it is refused, as if nothing were trained,
     until the catalogue is trained again.
     """
-    version = active_version(models_dir)
+    version = version or active_version(models_dir)
     if not version:
         raise ModelFileError(f"No trained models are active in {trained_root(models_dir)}; run {TRAIN_COMMAND}.")
     path = trained_root(models_dir) / version / filename

@@ -92,6 +92,7 @@ def captured(monkeypatch) -> dict:
         )
 
     monkeypatch.setattr("mlcore.train.train_all", fake_train_all)
+    monkeypatch.setattr("mlcore.versions.version_activate", lambda models_dir, version: None)  # nothing on disk
     return calls
 
 

@@ -210,3 +210,29 @@ class TestProjectionFitFromReviews:
         _, anchors, positives = self._data()
         with pytest.raises(ValueError):
             projection_fit(anchors, positives, weights=np.ones(3))
+
+
+class _NoBackbone:
+    """Stands in for the backbone where only the trained projection is under test."""
+
+    def ensure_loaded(self):
+        return True
+
+
+def test_a_pinned_trained_version_is_used_instead_of_the_active_one(tmp_path):
+    from mlcore import versions
+
+    base = Embedder(tmp_path, use_trained=False, backbone=_NoBackbone()).base_version
+    made = []
+    for scale in (1.0, 2.0):
+        version, staging = versions.version_start(tmp_path, fingerprint=str(scale))
+        matrix = np.eye(4, dtype=np.float32) * scale
+        Projection(mean=np.zeros(4, np.float32), matrix=matrix, tag="lw4").save(staging / "embed.npz")
+        versions.version_commit(
+            tmp_path, version, parts={"embedding-projection": "embed.npz"}, metrics={}, info={"embedding_recipe": base}
+        )
+        made.append(version)
+    active = Embedder(tmp_path, backbone=_NoBackbone())
+    pinned = Embedder(tmp_path, backbone=_NoBackbone(), pinned_version=made[0])
+    assert active.version.endswith(f"@{made[1]}") and pinned.version.endswith(f"@{made[0]}")
+    assert np.allclose(pinned.projection.matrix, np.eye(4)) and np.allclose(active.projection.matrix, 2 * np.eye(4))

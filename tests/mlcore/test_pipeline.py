@@ -183,6 +183,15 @@ class TestParts:
         assert pipeline.side_classifier.embedder is pipeline.embedder
         assert not pipeline.embedder.loaded  # nothing loads until used
 
+    def test_a_pinned_version_reaches_every_trained_part(self, tmp_path):
+        pipeline = Pipeline(tmp_path, pinned_version="20261129T000000Z-new")
+        assert pipeline.embedder.pinned_version == "20261129T000000Z-new"
+        assert pipeline.metadata.pinned_version == "20261129T000000Z-new"
+        # The side classifier and the orientation read the version their embedder reads.
+        assert pipeline.side_classifier.embedder is pipeline.embedder
+        assert pipeline.orientation.embedder is pipeline.embedder
+        assert Pipeline(tmp_path).embedder.pinned_version is None
+
 
 @pytest.mark.data
 class TestBadInput:

@@ -58,6 +58,14 @@ class TestVersions:
         _commit(tmp_path, "two", activate=False)
         assert versions.active_version(tmp_path) == first
 
+    def test_resolve_reads_a_named_version_instead_of_the_active_one(self, tmp_path):
+        _commit(tmp_path, "one")
+        staged = _commit(tmp_path, "two", activate=False)
+        path, version = versions.resolve(tmp_path, "side.npz", version=staged)
+        assert (version, path.read_text()) == (staged, "two")
+        with pytest.raises(ModelFileError, match="nope"):
+            versions.resolve(tmp_path, "side.npz", version="nope")
+
     def test_it_refuses_unknown_and_unfinished_versions(self, tmp_path):
         version, _ = versions.version_start(tmp_path, fingerprint="x")
         with pytest.raises(ModelFileError):

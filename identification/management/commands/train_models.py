@@ -14,14 +14,19 @@ from identification import services
 class Command(BaseCommand):
     help = (
         "Train side classifier, orientation, metadata calibration and embedding projection from the catalogue "
-        "into a new model version, then re-embed the catalogue for it (--no-reindex to skip). Approved review "
+        "into a new model version, re-embed the catalogue for it, then activate it: searches use the previous "
+        "version until the new one is complete (--no-reindex: activate at once). Approved review "
         "decisions are used as positives and hard negatives (--no-reviews to ignore them)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--limit", type=int, help="Use at most this many specimens (quick runs).")
-        parser.add_argument("--no-reindex", action="store_true", help="Do not re-embed the catalogue afterwards.")
+        parser.add_argument(
+            "--no-reindex",
+            action="store_true",
+            help="Activate the new version at once, without re-embedding the catalogue first (run reindex later).",
+        )
         parser.add_argument(
             "--no-reviews",
             action="store_true",

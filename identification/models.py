@@ -138,7 +138,11 @@ class Candidate(models.Model):
     submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="candidates")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
     rank = models.PositiveSmallIntegerField()
-    score = models.FloatField()
+    score = models.FloatField(help_text="Cosine similarity (mean over the query's photos).")
+    agreement = models.FloatField(
+        default=0.0,
+        help_text="Added to the score to rank: agreement of the item's metadata with the nearest images' vote.",
+    )
     side_scores = models.JSONField(default=dict, blank=True)
     matched_image = models.ForeignKey(SpecimenImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     query_image = models.ForeignKey(SubmissionImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -88,7 +88,9 @@ class Review(models.Model):
     draft = models.JSONField(default=dict, blank=True, help_text="Description of a new item: ruler, mint, legends…")
     comment = models.TextField(blank=True)
     candidates_shown = models.JSONField(
-        default=list, blank=True, help_text="[{rank, item_id, score, side_scores, matched_image_id}] at decision time."
+        default=list,
+        blank=True,
+        help_text="[{rank, item_id, score, agreement, side_scores, matched_image_id}] at decision time.",
     )
     model_versions = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -283,6 +283,7 @@ def _candidates_shown(submission_id) -> tuple[list[dict], dict]:
             "rank": c.rank,
             "item_id": c.item_id,
             "score": c.score,
+            "agreement": c.agreement,
             "side_scores": c.side_scores,
             "matched_image_id": c.matched_image_id,
         }

@@ -301,7 +301,7 @@ def exact_neighbours(
 
 
 def top_items(rows: Iterable[tuple[int, int, float]], k: int = TOP_ITEMS) -> list[int]:
-    """The k best items of image hits, each item scored by its best image (as candidates_search does)."""
+    """The k best items of image hits, each scored by its best image (candidates_search, less its agreement)."""
     best: dict[int, float] = {}
     for _, item_id, score in rows:
         if item_id not in best or score > best[item_id]:

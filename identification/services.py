@@ -523,6 +523,9 @@ class ItemHit:
     # Degrees counter-clockwise that turned the query to match its evidence image (rotation search);
     # None when the photo was searched at the estimator's angle only.
     angle: float | None = None
+    # Added to ``score`` to rank: how far the item's metadata agrees with the vote of the photos'
+    # nearest images (``mlcore.metadata.agreement_bonuses``); may be negative.
+    agreement: float = 0.0
 
 
 def embedding_version(pipeline) -> tuple[str, str]:
@@ -578,27 +581,36 @@ def candidates_search(
     Each photo's image hits are grouped into items (best image per item). With two photos of
     different sides, an item's score is the mean of its best score on each side (an item missing
     on a side gets that side's weakest score), so agreement of both sides wins.
+    Items are ranked by that score plus their metadata ``agreement`` with each photo's nearest images
+    (``mlcore.metadata.agreement_bonuses``, mean over photos; docs/ml-notes.md, seventh session).
     """
+    from mlcore.metadata import agreement_bonuses
     from mlcore.retrieval import merge_turns
 
-    per_query: list[dict[int, tuple[float, int, int, float | None]]] = []
+    merged_per_query = []
     for query in queries:
-        position, side, vector = query[:3]
-        vectors = np.asarray(vector, dtype=np.float32)
+        vectors = np.asarray(query[2], dtype=np.float32)
         vectors = vectors.reshape(1, -1) if vectors.ndim == 1 else vectors
         angles = list(query[3]) if len(query) > 3 else [None] * len(vectors)
         bonus = list(query[4]) if len(query) > 4 else None
         per_turn = [
-            nearest_images(vector=turned, side=side, model=model, filters=filters, limit=NEIGHBOUR_IMAGES)
+            nearest_images(vector=turned, side=query[1], model=model, filters=filters, limit=NEIGHBOUR_IMAGES)
             for turned in vectors
         ]
-        best: dict[int, tuple[float, int, int, float | None]] = {}
-        for image_id, item_id, score, turn in merge_turns(per_turn, bonus):
-            if item_id not in best or score > best[item_id][0]:
-                best[item_id] = (score, image_id, position, angles[turn])
-        per_query.append(best)
-    if not per_query:
+        merged_per_query.append((merge_turns(per_turn, bonus), angles))
+    if not merged_per_query:
         return []
+    labels = _item_labels(sorted({hit.item_id for merged, _ in merged_per_query for hit in merged}))
+    per_query: list[dict[int, tuple[float, int, int, float | None]]] = []
+    bonuses_per_query = []
+    for query, (merged, angles) in zip(queries, merged_per_query, strict=True):
+        best: dict[int, tuple[float, int, int, float | None]] = {}
+        for image_id, item_id, score, turn in merged:
+            if item_id not in best or score > best[item_id][0]:
+                best[item_id] = (score, image_id, query[0], angles[turn])
+        per_query.append(best)
+        # How far each item's metadata agrees with this photo's nearest images (mlcore.metadata).
+        bonuses_per_query.append(agreement_bonuses([(hit.item_id, labels[hit.item_id], hit.score) for hit in merged]))
     hits: list[ItemHit] = []
     items = set().union(*per_query)
     floors = [min((v[0] for v in best.values()), default=0.0) for best in per_query]
@@ -619,9 +631,10 @@ def candidates_search(
                 evidence[1] if evidence else None,
                 evidence[2] if evidence else queries[0][0],
                 angle=evidence[3] if evidence else None,
+                agreement=float(np.mean([bonuses.get(item_id, 0.0) for bonuses in bonuses_per_query])),
             )
         )
-    hits.sort(key=lambda h: -h.score)
+    hits.sort(key=lambda h: -(h.score + h.agreement))
     return hits[:k]
 
 
@@ -713,6 +726,7 @@ def _replace_candidates(submission: Submission, images: list[SubmissionImage], m
             item_id=hit.item_id,
             rank=rank,
             score=round(hit.score, 4),
+            agreement=round(hit.agreement, 4),
             side_scores=hit.side_scores,
             matched_image_id=hit.image_id,
             query_image=by_position[hit.query_position],

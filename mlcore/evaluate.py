@@ -15,6 +15,8 @@ Protocol (seeded; see docs/ml-notes.md):
   estimator, embedded. Its own images are excluded from the index (leave-one-out); a hit is a
   candidate item with the same type. recall@k counts items after grouping image hits by item.
 * ``recall_at_8_pair``: both photos of the coin, combined with ``combine_sides``.
+* Items are ranked as the product ranks them: similarity plus metadata agreement
+  (``rerank_by_agreement``); the figures without it are reported next to them.
 * ``side_accuracy_held_out``: a side network fine-tuned on train types (``side_net_fit``) on the
   queries' upright cut-outs; ``pair_both_right_together``: both photos of a coin decided together
   (``pair_obverse_first``), as the worker does for a two-photo submission.
@@ -44,9 +46,10 @@ from PIL import Image
 
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
 from mlcore.degrade import degrade_with_truth, object_mask
+from mlcore.metadata import AGREEMENT_WEIGHT
 from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like, rotate_upright
 from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS, TURN_RESIDUAL
-from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, search_turns, turn_bonus
+from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, rerank_by_agreement, search_turns, turn_bonus
 
 SIDES = ("obverse", "reverse")
 SEARCH_DEPTH = 200  # image hits fetched per query before grouping into items
@@ -139,13 +142,6 @@ def _recall(ranked: list[list[str]], truths: list[str], k: int) -> float:
     if not truths:
         return 0.0
     return round(float(np.mean([truth in items[:k] for items, truth in zip(ranked, truths, strict=True)])), 4)
-
-
-def _search_items(index: InMemoryIndex, vectors: np.ndarray, excludes: list[set[str]], k: int = 8) -> list[list[str]]:
-    return [
-        [h.item_id for h in group_by_item(index.search(v, SEARCH_DEPTH, exclude=ex), k=k)]
-        for v, ex in zip(vectors, excludes, strict=True)
-    ]
 
 
 def evaluate(
@@ -326,10 +322,19 @@ def evaluate(
     excludes = [{f"{q.record.record_id}:{s}" for s in SIDES} for q in queries]
     truths = [type_key(q.record) for q in queries]
 
-    def run(catalogue_vectors: np.ndarray, query_vectors: np.ndarray) -> dict[str, Any]:
+    # Each item's labels, for the metadata agreement (``rerank_by_agreement``), as the database has them.
+    labels_of = {type_key(r): r.labels for r in records}
+
+    def run(
+        catalogue_vectors: np.ndarray, query_vectors: np.ndarray, agree: float = AGREEMENT_WEIGHT
+    ) -> dict[str, Any]:
         index = InMemoryIndex()
         index.add(ids, catalogue_vectors, items, sides)
-        ranked = _search_items(index, query_vectors, excludes)
+        hits = [
+            rerank_by_agreement(index.search(v, SEARCH_DEPTH, exclude=ex), labels_of, agree)
+            for v, ex in zip(query_vectors, excludes, strict=True)
+        ]
+        ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
         result = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
         # Both photos of one coin.
         by_record: dict[str, dict[str, int]] = defaultdict(dict)
@@ -339,9 +344,7 @@ def evaluate(
         for positions in by_record.values():
             if set(positions) >= set(SIDES):
                 o, r = positions["obverse"], positions["reverse"]
-                hits_o = index.search(query_vectors[o], SEARCH_DEPTH, exclude=excludes[o])
-                hits_r = index.search(query_vectors[r], SEARCH_DEPTH, exclude=excludes[r])
-                pair_ranked.append([p.item_id for p in combine_sides(hits_o, hits_r, k=8)])
+                pair_ranked.append([p.item_id for p in combine_sides(hits[o], hits[r], k=8)])
                 pair_truths.append(truths[o])
         result["recall_at_1_pair"] = _recall(pair_ranked, pair_truths, 1)
         result["recall_at_8_pair"] = _recall(pair_ranked, pair_truths, 8)
@@ -356,13 +359,14 @@ def evaluate(
         angles: list[np.ndarray],
         probs: np.ndarray,
         weight: float,
+        agree: float = AGREEMENT_WEIGHT,
     ) -> dict[str, Any]:
         """``run`` for queries given as several turns each, scored by the best turn (+ prior bonus)."""
         index = InMemoryIndex()
         index.add(ids, catalogue_vectors, items, sides)
         bonuses = [turn_bonus(p, a, weight) for p, a in zip(probs, angles, strict=True)]
         hits = [
-            search_turns(index, v, SEARCH_DEPTH, exclude=ex, bonus=b)
+            rerank_by_agreement(search_turns(index, v, SEARCH_DEPTH, exclude=ex, bonus=b), labels_of, agree)
             for v, ex, b in zip(turn_vectors, excludes, bonuses, strict=True)
         ]
         ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
@@ -401,6 +405,9 @@ def evaluate(
         variants[f"gem+{name}"] = public(variant)
         if variant["recall_at_8"] >= chosen["recall_at_8"]:
             chosen, chosen_name = variant, f"gem+{name}"
+    variants[f"{chosen_name} without metadata agreement"] = public(
+        run(chosen["_index"].matrix, chosen["_query_vectors"], agree=0.0)
+    )
     say("variants: " + json.dumps(variants))
 
     # --- Rotation search: every turn searched, each image scored by its best turn ---------------
@@ -428,6 +435,16 @@ def evaluate(
         production = f"{ROTATION_TURNS} turns, prior {ROTATION_PRIOR:g}"
         if production in sweep:  # what the production path (Pipeline.query_turns) does
             rotation_search = {"turns": ROTATION_TURNS, "prior": ROTATION_PRIOR, **sweep[production]}
+            production_turns = np.arange(0, len(offsets), len(offsets) // ROTATION_TURNS)
+            without = run_turns(
+                catalogue_vectors,
+                flat[:, production_turns],
+                [offsets[production_turns] + est for est, _ in estimates],
+                probabilities,
+                ROTATION_PRIOR,
+                agree=0.0,
+            )
+            rotation_search["without_metadata_agreement"] = public(without)
     if oracle_rotation and queries:
         truth_upright = [rotate_upright(q.cutout, -q.angle) for q in queries]
         oracle_desc = embedder.descriptors(truth_upright)

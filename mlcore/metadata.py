@@ -9,6 +9,9 @@ Raw shares are not probabilities (five near-identical neighbours agree whether o
 right), so training fits a per-field monotone map (isotonic regression) from raw share to the
 observed accuracy on catalogue types held out of the neighbour pool: afterwards "0.8" means right
 about 80% of the time on a coin whose type the neighbours did not include.
+
+The same shares also rank candidates: ``agreement_bonuses`` gives each candidate item a bonus for
+metadata that its query's nearest images point to more than the wider neighbourhood does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,9 @@ DEFAULT_TEMPERATURE = 0.05
 DEFAULT_K = 20
 MIN_CALIBRATION_SAMPLES = 30
 COVERAGES = (0.5, 0.8, 1.0)
+# Ranking bonus for metadata agreement (``agreement_bonuses``), in units of the query's own spread of
+# similarities; chosen on held-out types in balanced and skewed catalogues, docs/ml-notes.md.
+AGREEMENT_WEIGHT = 4.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,34 @@ class CalibrationMap:
         return cls([0.0, 1.0], [0.0, 1.0])
 
 
+def _tally(
+    neighbours: Iterable[tuple[dict[str, str], float]],
+    *,
+    fields: Sequence[str] | None,
+    temperature: float,
+    k: int | None,
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Per field, each value's summed weight among the ``k`` most similar neighbours, and the support."""
+    ranked = sorted(neighbours, key=lambda pair: -pair[1])
+    if k is not None:
+        ranked = ranked[:k]
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    support: dict[str, int] = defaultdict(int)
+    if not ranked:
+        return totals, support
+    top = ranked[0][1]
+    wanted = set(fields) if fields is not None else None
+    for labels, similarity in ranked:
+        # Subtract the best similarity before exponentiating: same shares, no overflow.
+        weight = math.exp((float(similarity) - top) / temperature)
+        for name, value in labels.items():
+            if not value or (wanted is not None and name not in wanted):
+                continue
+            totals[name][value] += weight
+            support[name] += 1
+    return totals, support
+
+
 def vote(
     neighbours: Iterable[tuple[dict[str, str], float]],
     *,
@@ -75,23 +109,7 @@ def vote(
     Fields no neighbour carries are absent from the result. With ``calibration``, ``confidence``
     is the calibrated probability (fields without a map keep the raw share).
     """
-    ranked = sorted(neighbours, key=lambda pair: -pair[1])
-    if k is not None:
-        ranked = ranked[:k]
-    if not ranked:
-        return {}
-    top = ranked[0][1]
-    wanted = set(fields) if fields is not None else None
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    support: dict[str, int] = defaultdict(int)
-    for labels, similarity in ranked:
-        # Subtract the best similarity before exponentiating: same shares, no overflow.
-        weight = math.exp((float(similarity) - top) / temperature)
-        for name, value in labels.items():
-            if not value or (wanted is not None and name not in wanted):
-                continue
-            totals[name][value] += weight
-            support[name] += 1
+    totals, support = _tally(neighbours, fields=fields, temperature=temperature, k=k)
     result = {}
     for name, values in totals.items():
         # Ties break by value so the result does not depend on neighbour order.
@@ -100,6 +118,65 @@ def vote(
         confidence = calibration[name](raw) if calibration and name in calibration else raw
         result[name] = Prediction(value=value, confidence=confidence, raw=raw, support=support[name])
     return result
+
+
+def value_shares(
+    neighbours: Iterable[tuple[dict[str, str], float]],
+    *,
+    fields: Sequence[str] | None = METADATA_FIELDS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    k: int | None = DEFAULT_K,
+) -> dict[str, dict[str, float]]:
+    """Per field, every value's share of the vote (``vote`` keeps only the winner): {field: {value: share}}."""
+    totals, _ = _tally(neighbours, fields=fields, temperature=temperature, k=k)
+    return {name: {value: w / sum(values.values()) for value, w in values.items()} for name, values in totals.items()}
+
+
+def agreement_bonuses(
+    hits: Sequence[tuple[Any, Mapping[str, str], float]],
+    *,
+    weight: float = AGREEMENT_WEIGHT,
+    fields: Sequence[str] = METADATA_FIELDS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    k: int = DEFAULT_K,
+) -> dict[Any, float]:
+    """Each item's ranking bonus for how far its metadata agrees with the query's nearest images.
+
+    ``hits`` are one query's image hits ``(item id, item labels, similarity)``, as deep as the search
+    reads them (the *pool*). For each field, a value's *share* among the ``k`` nearest (the vote's
+    weighting) is compared with its share of the whole pool: a ruler that the nearest images point
+    to more than the neighbourhood at large does is evidence; a ruler that is everywhere because the
+    catalogue is full of it is not (a plain share was a frequency prior: on a catalogue where one
+    ruler had a third of the coins it lost recall). An item's bonus is ``weight`` × the spread of
+    the query's own similarities (best − ``k``-th) × the mean of that excess over the fields, so the
+    bonus is on the scale of the scores, whatever the model. Items without labels get 0.
+    Measured in docs/ml-notes.md (seventh session).
+    """
+    ranked = sorted(hits, key=lambda h: -h[2])
+    if not ranked or weight == 0:
+        return {}
+    near = value_shares([(labels, score) for _, labels, score in ranked], fields=fields, temperature=temperature, k=k)
+    if not near:
+        return {}
+    pool: dict[str, dict[str, float]] = {name: defaultdict(float) for name in near}
+    for _, labels, _ in ranked:
+        for name in near:
+            if labels.get(name):
+                pool[name][labels[name]] += 1.0
+    for name, counts in pool.items():
+        total = sum(counts.values())
+        pool[name] = {value: n / total for value, n in counts.items()}
+    spread = ranked[0][2] - ranked[min(k, len(ranked)) - 1][2]
+    bonuses: dict[Any, float] = {}
+    for item, labels, _ in ranked:
+        if item in bonuses:
+            continue
+        excess = [
+            near[name].get(labels[name], 0.0) - pool[name].get(labels[name], 0.0) if labels.get(name) else 0.0
+            for name in near
+        ]
+        bonuses[item] = weight * spread * sum(excess) / len(excess)
+    return bonuses
 
 
 def calibration_fit(raw: Sequence[float], correct: Sequence[bool]) -> CalibrationMap:

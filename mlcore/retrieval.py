@@ -10,14 +10,18 @@ small tools without a database. Vectors are L2-normalised, so the score is the c
   the missing side, that side's weakest listed score: an upper bound of what it would have scored
   there, so an item both photos agree on is never ranked below an item with the same scores that
   only one photo found.
+* ``rerank_by_agreement`` adds to each item's score how far its metadata (ruler, mint…) agrees with
+  the nearest images (``mlcore.metadata.agreement_bonuses``), before grouping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from mlcore.metadata import AGREEMENT_WEIGHT, agreement_bonuses
 
 
 class Hit(NamedTuple):
@@ -118,6 +122,21 @@ def group_by_item(hits: Iterable[Sequence], k: int = 8) -> list[Hit]:
         if current is None or hit.score > current.score:
             best[hit.item_id] = hit
     return sorted(best.values(), key=lambda h: (-h.score, h.item_id))[:k]
+
+
+def rerank_by_agreement(
+    hits: Iterable[Any], labels_of: Mapping[Any, Mapping[str, str]], weight: float = AGREEMENT_WEIGHT
+) -> list[Any]:
+    """Image hits (``Hit``/``RotatedHit``) with their item's metadata agreement bonus added, best first.
+
+    The bonus (``mlcore.metadata.agreement_bonuses``) compares the nearest hits with the whole list,
+    so pass every hit the search read, not a top-k of them. ``labels_of`` maps item ids to labels.
+    """
+    ranked = sorted(hits, key=lambda h: -h.score)
+    bonus = agreement_bonuses([(h.item_id, labels_of.get(h.item_id, {}), h.score) for h in ranked], weight=weight)
+    if not bonus:
+        return ranked
+    return sorted((h._replace(score=h.score + bonus[h.item_id]) for h in ranked), key=lambda h: -h.score)
 
 
 class PairHit(NamedTuple):

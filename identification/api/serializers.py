@@ -29,7 +29,7 @@ class CandidateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Candidate
-        fields = ["rank", "score", "side_scores", "item"]
+        fields = ["rank", "score", "agreement", "side_scores", "item"]
 
 
 class SubmissionImageSerializer(serializers.ModelSerializer):

@@ -107,6 +107,7 @@ class TestDetail:
         assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0)}
         candidate = body["candidates"][0]
         assert candidate["rank"] == 1 and candidate["score"] == pytest.approx(1.0, abs=1e-3)
+        assert candidate["agreement"] == 0.0  # the only item: nothing for its metadata to stand out from
         assert candidate["item"] == {
             "id": item.pk,
             "reference": "RIC IX 8B",

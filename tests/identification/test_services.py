@@ -18,7 +18,7 @@ from PIL import Image
 from collection.models import ImageEmbedding, Side, SpecimenImage
 from identification import services
 from identification.models import Candidate, Submission, SubmissionStatus
-from tests.factories import make_concept, make_item, make_specimen
+from tests.factories import make_concept, make_image, make_item, make_specimen
 from tests.identification.fakes import FakeEmbedder, FakePipeline, pattern_png
 
 pytestmark = pytest.mark.django_db
@@ -455,6 +455,63 @@ class TestRotationSearch:
         services.submission_process(submission_id=submission.pk)
         queries = services._queries(list(submission.images.order_by("position")))
         assert [(q[0], q[1], len(q[2])) for q in queries] == [(0, None, 4), (1, None, 4)]
+
+
+class TestMetadataAgreement:
+    """Candidates rank by similarity plus how far their metadata agrees with the nearest images' vote."""
+
+    MODEL = ("test-embed", "agreement-1")
+
+    def _item(self, cosine: float, axis: int, concepts) -> object:
+        """An item whose one obverse image sits at ``cosine`` from the query direction (axis 0)."""
+        item = make_item(concepts=concepts)
+        vector = np.zeros(1280, dtype=np.float32)
+        vector[0], vector[axis] = cosine, np.sqrt(1 - cosine**2)
+        image = make_image(make_specimen(item), Side.OBVERSE)
+        ImageEmbedding.objects.create(
+            image=image,
+            item=item,
+            side=Side.OBVERSE,
+            model_name=self.MODEL[0],
+            model_version=self.MODEL[1],
+            vector=vector,
+        )
+        return item
+
+    def _catalogue(self, with_labels: bool):
+        nero, vespasian = make_concept("authority", "Nero"), make_concept("authority", "Vespasian")
+        odd = self._item(0.91, 1, [vespasian] if with_labels else [])  # the single closest image
+        mine = self._item(0.90, 2, [nero] if with_labels else [])
+        # Four more of Nero a little further away: the nearest images point to Nero...
+        for axis, cosine in enumerate((0.85, 0.84, 0.83, 0.82), start=3):
+            self._item(cosine, axis, [nero] if with_labels else [])
+        # ...more than the neighbourhood at large does (it is mostly Galba's).
+        galba = make_concept("authority", "Galba")
+        for axis in range(7, 37):
+            self._item(0.5 - axis / 1000, axis, [galba] if with_labels else [])
+        return odd, mine
+
+    def query(self):
+        vector = np.zeros(1280, dtype=np.float32)
+        vector[0] = 1.0
+        return [(0, Side.OBVERSE, vector)]
+
+    def test_an_item_of_the_ruler_the_neighbours_agree_on_moves_above_a_slightly_closer_one(self):
+        odd, mine = self._catalogue(with_labels=True)
+        hits = services.candidates_search(queries=self.query(), model=self.MODEL)
+        ranked = [h.item_id for h in hits]
+        assert ranked[0] == mine.pk and ranked.index(odd.pk) > 0
+        # The score stays the similarity; the agreement is kept apart as the evidence of the move.
+        by_item = {h.item_id: h for h in hits}
+        assert by_item[mine.pk].score == pytest.approx(0.90, abs=2e-3)
+        assert by_item[odd.pk].score == pytest.approx(0.91, abs=2e-3)
+        assert by_item[mine.pk].agreement > by_item[odd.pk].agreement > 0
+
+    def test_without_metadata_the_closest_image_wins(self):
+        odd, mine = self._catalogue(with_labels=False)
+        hits = services.candidates_search(queries=self.query(), model=self.MODEL)
+        assert [h.item_id for h in hits[:2]] == [odd.pk, mine.pk]
+        assert all(h.agreement == 0 for h in hits)
 
 
 class TestCatalogueIndex:

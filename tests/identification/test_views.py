@@ -102,6 +102,17 @@ class TestSubmissionPages:
         assert "None of these look right?" in html
         assert "a@example.org" not in html
 
+    def test_a_candidate_moved_by_its_metadata_shows_by_how_much(self, client, fake_pipeline):
+        for seed in (8, 9):
+            catalogue_image(make_item(), seed=seed, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        first, second = submission.candidates.order_by("rank")
+        first.agreement, second.agreement = 0.0123, 0.0
+        first.save(), second.save()
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert html.count("metadata agreement") == 1 and "metadata agreement +0.012" in html
+
     def test_a_failed_submission_shows_the_reason(self, client):
         submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
         services.submission_fail(submission_id=submission.pk, reason="No coin found in the photo.")

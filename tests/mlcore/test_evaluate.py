@@ -88,6 +88,9 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     assert set(figures["baseline_zero_shot"]) >= {"recall_at_1", "recall_at_8", "recall_at_8_pair"}
     assert figures["latency_s"]["decode_to_embedding"]["p50"] > 0
     assert figures["latency_s"]["decode_to_turns"]["p50"] >= figures["latency_s"]["decode_to_embedding"]["p50"]
+    # The metadata agreement's effect is reported: the same search without it.
+    plain = next(v for name, v in figures["variants"].items() if name.endswith("without metadata agreement"))
+    assert 0.0 <= plain["recall_at_1"] <= plain["recall_at_8"] <= 1.0
     sweep = next(v for name, v in figures["variants"].items() if name.endswith("rotation search"))
     assert {"4 turns, prior 0"} <= set(sweep)
     for variant in sweep.values():

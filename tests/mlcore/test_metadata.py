@@ -11,9 +11,11 @@ from mlcore.metadata import (
     CalibrationMap,
     MetadataModel,
     MetadataPredictor,
+    agreement_bonuses,
     calibration_fit,
     calibration_report,
     metadata_fit,
+    value_shares,
     vote,
 )
 
@@ -66,6 +68,53 @@ class TestVote:
     def test_huge_similarities_do_not_overflow(self):
         result = vote([({"mint": "Rome"}, 1000.0), ({"mint": "Lyon"}, 999.0)], temperature=0.001)
         assert result["mint"].raw == pytest.approx(1.0)
+
+
+class TestAgreement:
+    NEIGHBOURS = [
+        ({"authority": "Nero", "mint": "Rome"}, 0.90),
+        ({"authority": "Nero", "mint": "Lyon"}, 0.88),
+        ({"authority": "Galba", "mint": "Rome"}, 0.80),
+        ({"authority": "Nero", "category": "Imperial"}, 0.70),
+    ]
+
+    def test_shares_are_the_votes_of_every_value_and_sum_to_one(self):
+        shares = value_shares(self.NEIGHBOURS)
+        assert set(shares) == {"authority", "mint"}  # only the fields the agreement uses
+        for values in shares.values():
+            assert sum(values.values()) == pytest.approx(1.0)
+        winner = vote(self.NEIGHBOURS)["authority"]
+        assert shares["authority"][winner.value] == pytest.approx(winner.raw)
+        assert shares["authority"]["Galba"] == pytest.approx(1 - winner.raw)
+
+    @staticmethod
+    def pool(near_ruler: str, far_ruler: str, far: int = 30):
+        """Two near images of ``near_ruler``'s items, then ``far`` images of ``far_ruler``'s."""
+        hits = [("A", {"authority": near_ruler}, 0.90), ("B", {"authority": near_ruler}, 0.89)]
+        hits += [(f"F{i}", {"authority": far_ruler}, 0.85 - i * 0.002) for i in range(far)]
+        hits += [("X", {"authority": "Otho"}, 0.80)]
+        return hits
+
+    def test_a_ruler_the_nearest_images_point_to_more_than_the_pool_gains(self):
+        bonus = agreement_bonuses(self.pool("Nero", "Galba"))
+        assert bonus["A"] == bonus["B"] > 0  # same ruler, same bonus
+        assert bonus["F0"] < 0  # the pool's common ruler is under-represented near the query
+        assert bonus["A"] > bonus["X"] and bonus["F0"] < bonus["X"] <= 0
+
+    def test_a_ruler_that_fills_the_whole_catalogue_is_no_evidence(self):
+        everywhere = agreement_bonuses(self.pool("Nero", "Nero"))["A"]
+        assert 0 <= everywhere < 0.2 * agreement_bonuses(self.pool("Nero", "Galba"))["A"]
+
+    def test_the_bonus_scales_with_the_query_s_own_spread_of_similarities(self):
+        hits = self.pool("Nero", "Galba")
+        squeezed = [(item, labels, 0.9 + (score - 0.9) / 10) for item, labels, score in hits]
+        wide, narrow = agreement_bonuses(hits), agreement_bonuses(squeezed)
+        assert 0 < narrow["A"] < wide["A"] / 3
+
+    def test_no_hits_no_labels_or_no_weight_no_bonus(self):
+        assert agreement_bonuses([]) == {}
+        assert agreement_bonuses([("A", {}, 0.9), ("B", {}, 0.8)]) == {}
+        assert agreement_bonuses(self.pool("Nero", "Galba"), weight=0) == {}
 
 
 class TestCalibration:

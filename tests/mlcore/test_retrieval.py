@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from mlcore.retrieval import (
+    Hit,
     InMemoryIndex,
+    RotatedHit,
     combine_sides,
     group_by_item,
     merge_turns,
+    rerank_by_agreement,
     search_turns,
     turn_bonus,
 )
@@ -60,6 +63,32 @@ class TestGroupByItem:
     def test_it_cuts_at_k(self):
         hits = [(f"i{n}", f"item{n}", 1.0 - n / 100) for n in range(20)]
         assert len(group_by_item(hits, k=8)) == 8
+
+
+class TestRerankByAgreement:
+    @staticmethod
+    def hits():
+        """X is closest; A and B (Nero) follow; a long tail of Galba items is the neighbourhood at large."""
+        found = [Hit("x1", "X", 0.91), Hit("a1", "A", 0.905), Hit("b1", "B", 0.90)]
+        return found + [Hit(f"t{i}", f"T{i}", 0.80 - i * 0.001) for i in range(40)]
+
+    LABELS = {"X": {"authority": "Galba"}, "A": {"authority": "Nero"}, "B": {"authority": "Nero"}} | {
+        f"T{i}": {"authority": "Galba"} for i in range(40)
+    }
+
+    def test_the_item_the_nearest_images_metadata_points_to_moves_up(self):
+        reranked = rerank_by_agreement(self.hits(), self.LABELS)
+        ranked = [h.item_id for h in group_by_item(reranked, k=4)]
+        assert ranked[0] == "A" and ranked.index("X") > 0
+        # Weight 0, or items without labels: the similarity order, unchanged.
+        plain = [h.item_id for h in self.hits()]
+        assert [h.item_id for h in rerank_by_agreement(self.hits(), self.LABELS, 0.0)] == plain
+        assert [h.item_id for h in rerank_by_agreement(self.hits(), {})] == plain
+
+    def test_turned_hits_keep_their_turn(self):
+        hits = [RotatedHit(h.image_id, h.item_id, h.score, i % 3) for i, h in enumerate(self.hits())]
+        reranked = rerank_by_agreement(hits, self.LABELS)
+        assert {h.image_id: h.turn for h in reranked} == {h.image_id: h.turn for h in hits}
 
 
 class TestCombineSides:

@@ -419,32 +419,24 @@ def evaluate(
         catalogue_vectors = apply(catalogue_desc)
         flat = apply(turn_desc.reshape(-1, turn_desc.shape[-1])).reshape(len(queries), len(offsets), -1)
         sweep: dict[str, Any] = {}
+
+        def turns_run(step: int, weight: float, agree: float = AGREEMENT_WEIGHT) -> dict[str, Any]:
+            """``run_turns`` over every ``step``-th turn of the sweep, with prior ``weight``."""
+            chosen_turns = np.arange(0, len(offsets), step)
+            angles = [offsets[chosen_turns] + est for est, _ in estimates]
+            return public(run_turns(catalogue_vectors, flat[:, chosen_turns], angles, probabilities, weight, agree))
+
         for step in sorted({s for s in (1, 2, 3, 4) if len(offsets) % s == 0 and len(offsets) // s >= 4}):
             for weight in TURN_PRIOR_WEIGHTS:
-                chosen_turns = np.arange(0, len(offsets), step)
-                result = run_turns(
-                    catalogue_vectors,
-                    flat[:, chosen_turns],
-                    [offsets[chosen_turns] + est for est, _ in estimates],
-                    probabilities,
-                    weight,
-                )
-                sweep[f"{len(chosen_turns)} turns, prior {weight:g}"] = public(result)
-                say(f"sweep {len(chosen_turns)} turns, prior {weight:g}: " + json.dumps(public(result)))
+                name = f"{len(offsets) // step} turns, prior {weight:g}"
+                sweep[name] = turns_run(step, weight)
+                say(f"sweep {name}: " + json.dumps(sweep[name]))
         variants[f"{chosen_name} rotation search"] = sweep
         production = f"{ROTATION_TURNS} turns, prior {ROTATION_PRIOR:g}"
         if production in sweep:  # what the production path (Pipeline.query_turns) does
             rotation_search = {"turns": ROTATION_TURNS, "prior": ROTATION_PRIOR, **sweep[production]}
-            production_turns = np.arange(0, len(offsets), len(offsets) // ROTATION_TURNS)
-            without = run_turns(
-                catalogue_vectors,
-                flat[:, production_turns],
-                [offsets[production_turns] + est for est, _ in estimates],
-                probabilities,
-                ROTATION_PRIOR,
-                agree=0.0,
-            )
-            rotation_search["without_metadata_agreement"] = public(without)
+            without = turns_run(len(offsets) // ROTATION_TURNS, ROTATION_PRIOR, agree=0.0)
+            rotation_search["without_metadata_agreement"] = without
     if oracle_rotation and queries:
         truth_upright = [rotate_upright(q.cutout, -q.angle) for q in queries]
         oracle_desc = embedder.descriptors(truth_upright)

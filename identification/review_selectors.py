@@ -128,6 +128,7 @@ def review_page(*, submission_id, user) -> ReviewPage | None:
                 "date": candidate.item.date_display,
                 "url": candidate.item.get_absolute_url(),
                 "score": round(candidate.score, 3),
+                "agreement": round(candidate.agreement, 3),
                 "rotation": candidate.rotation,
                 "query_position": positions.get(candidate.query_image_id, 0),
                 "images": [_image_json(image) for image in shown],

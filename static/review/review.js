@@ -48,7 +48,9 @@
       imgC.classList.toggle("photo", !im.is_cutout);
       capC.textContent = "#" + c.rank + " " + c.label + " · " + (im.record_id || "no image") +
         (im.side ? " (" + im.side + ")" : "") + " · image " + (state.image + 1) + "/" + c.images.length +
-        " · score " + c.score;
+        " · score " + c.score +
+        // The metadata bonus that ranked it (identification.services.candidates_search).
+        (c.agreement ? " (metadata " + (c.agreement > 0 ? "+" : "") + c.agreement + ")" : "");
       detail.innerHTML = "";
       var a = document.createElement("a");
       a.href = c.url; a.target = "_blank"; a.rel = "noopener";

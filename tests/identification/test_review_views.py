@@ -90,7 +90,7 @@ class TestReviewPage:
         submission = make_submission(items)
         from identification.models import Candidate
 
-        Candidate.objects.filter(submission=submission, rank=1).update(matched_image=matched)
+        Candidate.objects.filter(submission=submission, rank=1).update(matched_image=matched, agreement=0.0123)
         client.force_login(volunteer)
         client.post(f"/review/{submission.pk}/claim/")
         response = client.get(f"/review/{submission.pk}/")
@@ -100,6 +100,7 @@ class TestReviewPage:
         assert len(data["candidates"]) == 8
         first = data["candidates"][0]
         assert first["rotation"] == -30.0 and first["item_id"] == items[0].pk
+        assert first["agreement"] == 0.012 and data["candidates"][1]["agreement"] == 0.0
         assert [image["id"] for image in first["images"]] == [matched.pk, other.pk]
         assert data["query"][0]["cutout"] == submission.images.get().cutout.url
         assert 'name="decision"' in html and "review/review.js" in html

@@ -325,6 +325,23 @@ def evaluate(
     # Each item's labels, for the metadata agreement (``rerank_by_agreement``), as the database has them.
     labels_of = {type_key(r): r.labels for r in records}
 
+    def pair_recalls(hits: list[list[Any]]) -> dict[str, float]:
+        """Recall of both photos of one coin together (each photo's ranked ``hits``, ``combine_sides``)."""
+        by_record: dict[str, dict[str, int]] = defaultdict(dict)
+        for i, q in enumerate(queries):
+            by_record[q.record.record_id][q.side] = i
+        pair_ranked, pair_truths = [], []
+        for positions in by_record.values():
+            if set(positions) >= set(SIDES):
+                o, r = positions["obverse"], positions["reverse"]
+                pair_ranked.append([p.item_id for p in combine_sides(hits[o], hits[r], k=8)])
+                pair_truths.append(truths[o])
+        return {
+            "recall_at_1_pair": _recall(pair_ranked, pair_truths, 1),
+            "recall_at_8_pair": _recall(pair_ranked, pair_truths, 8),
+            "pairs": len(pair_truths),
+        }
+
     def run(
         catalogue_vectors: np.ndarray, query_vectors: np.ndarray, agree: float = AGREEMENT_WEIGHT
     ) -> dict[str, Any]:
@@ -336,19 +353,7 @@ def evaluate(
         ]
         ranked = [[h.item_id for h in group_by_item(found, k=8)] for found in hits]
         result = {"recall_at_1": _recall(ranked, truths, 1), "recall_at_8": _recall(ranked, truths, 8)}
-        # Both photos of one coin.
-        by_record: dict[str, dict[str, int]] = defaultdict(dict)
-        for i, q in enumerate(queries):
-            by_record[q.record.record_id][q.side] = i
-        pair_ranked, pair_truths = [], []
-        for positions in by_record.values():
-            if set(positions) >= set(SIDES):
-                o, r = positions["obverse"], positions["reverse"]
-                pair_ranked.append([p.item_id for p in combine_sides(hits[o], hits[r], k=8)])
-                pair_truths.append(truths[o])
-        result["recall_at_1_pair"] = _recall(pair_ranked, pair_truths, 1)
-        result["recall_at_8_pair"] = _recall(pair_ranked, pair_truths, 8)
-        result["pairs"] = len(pair_truths)
+        result.update(pair_recalls(hits))
         result["_index"] = index
         result["_query_vectors"] = query_vectors
         return result
@@ -380,17 +385,7 @@ def evaluate(
         result["alignment_median_error_deg"] = round(float(np.median(align)), 2) if align else None
         result["alignment_within_20deg"] = round(float(np.mean(np.array(align) <= 20)), 4) if align else None
         result["alignment_within_10deg"] = round(float(np.mean(np.array(align) <= 10)), 4) if align else None
-        by_record: dict[str, dict[str, int]] = defaultdict(dict)
-        for i, q in enumerate(queries):
-            by_record[q.record.record_id][q.side] = i
-        pair_ranked, pair_truths = [], []
-        for positions in by_record.values():
-            if set(positions) >= set(SIDES):
-                o, r = positions["obverse"], positions["reverse"]
-                pair_ranked.append([p.item_id for p in combine_sides(hits[o], hits[r], k=8)])
-                pair_truths.append(truths[o])
-        result["recall_at_1_pair"] = _recall(pair_ranked, pair_truths, 1)
-        result["recall_at_8_pair"] = _recall(pair_ranked, pair_truths, 8)
+        result.update(pair_recalls(hits))
         return result
 
     def public(result: dict[str, Any]) -> dict[str, Any]:

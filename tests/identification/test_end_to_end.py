@@ -115,10 +115,18 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
     assert result["queries"] >= 1 and result["pair_queries"] >= 1
-    keys = ("recall_at_1", "recall_at_8", "recall_at_8_pair", "side_accuracy", "side_accuracy_single")
+    keys = (
+        "recall_at_1",
+        "recall_at_8",
+        "recall_at_1_pair",
+        "recall_at_8_pair",
+        "side_accuracy",
+        "side_accuracy_single",
+    )
     for key in (*keys, "side_accuracy_pair"):
         assert 0.0 <= result[key] <= 1.0, key
     assert result["recall_at_1"] <= result["recall_at_8"]
+    assert result["recall_at_1_pair"] <= result["recall_at_8_pair"]
     assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
     assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]
 

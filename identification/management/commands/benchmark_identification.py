@@ -166,6 +166,7 @@ class Command(BaseCommand):
             "pair_queries": len(pairs),
             "recall_at_1": recall_at(singles, 1),
             "recall_at_8": recall_at(singles, 8),
+            "recall_at_1_pair": recall_at(pairs, 1),
             "recall_at_8_pair": recall_at(pairs, 8),
             "side_accuracy": round(float(np.mean(sides)), 4) if sides else None,
             "side_accuracy_single": round(float(np.mean(single_sides)), 4) if single_sides else None,

@@ -12,7 +12,8 @@
 3. builds the HNSW index (timed, sized) and runs the application's query — the 80 nearest images
    grouped into the top-8 items, filters joined through item concepts, ``hnsw.iterative_scan`` —
    at several ``hnsw.ef_search`` values, unfiltered and with a selective filter (one ruler's gold
-   coins), against exact neighbours computed in full float32 precision.
+   coins), against exact neighbours computed in full float32 precision; and the labels query that
+   follows it for the metadata agreement (``LABELS_SQL``).
 
 Nothing here touches the application's own tables: the database is created and dropped by the run.
 """
@@ -495,6 +496,21 @@ SEARCH_SQL = (
 )
 
 
+# identification.services._item_labels: the labels of every item a photo's searches found, in one
+# query (the metadata agreement's input). Timed for the items of the last ROTATION_TURNS queries: an
+# upper bound on one photo's turns, which find mostly the same items.
+LABELS_SQL = (
+    "SELECT ic.item_id, c.kind, c.slug FROM item_concepts ic INNER JOIN concept c ON c.id = ic.concept_id "
+    "WHERE ic.item_id = ANY(%(items)s)"
+)
+ROTATION_TURNS = 8  # mlcore.pipeline.ROTATION_TURNS (not imported: this module stays free of torch)
+
+
+def labels_run(conn, *, item_ids: Iterable[int]) -> int:
+    """The candidates' labels query (``LABELS_SQL``) for these items; the number of rows read."""
+    return len(conn.execute(LABELS_SQL, {"items": sorted(set(item_ids))}).fetchall())
+
+
 def search_sql(*, table: str, filters: dict[str, str]) -> str:
     """The SQL Django builds for identification.services.nearest_images (one join per concept filter)."""
     joins, where = "", ""
@@ -853,17 +869,25 @@ def _storage_measure(
     for ef in options.ef_search:
         for mode in ("none", "filter"):
             vectors_q, _, true_items = queries[mode]
-            latencies, cpu, recalls, hits = [], [], [], []
+            latencies, cpu, recalls, hits, labels_ms, labels_items = [], [], [], [], [], []
+            turns: list[list[int]] = []  # the items of the last ROTATION_TURNS searches, as one photo's
             for j in range(len(vectors_q)):
                 p = params(mode, j)
                 backend_before, client_before = backend_cpu_ns(backend), time.thread_time_ns()
                 started = time.perf_counter()
-                items = top_items(search_run(conn, sql=sql[mode], params=p, ef_search=ef))
+                rows = search_run(conn, sql=sql[mode], params=p, ef_search=ef)
+                items = top_items(rows)
                 latencies.append((time.perf_counter() - started) * 1000)
                 spent = backend_cpu_ns(backend) - backend_before + time.thread_time_ns() - client_before
                 cpu.append(spent / 1e6)
                 recalls.append(_recall(items, truth[mode][j]))
                 hits.append(float(int(true_items[j]) in items))
+                turns = [*turns[-(ROTATION_TURNS - 1) :], [item_id for _, item_id, _ in rows]]
+                found = {item_id for turn in turns for item_id in turn}
+                started = time.perf_counter()
+                labels_run(conn, item_ids=found)
+                labels_ms.append((time.perf_counter() - started) * 1000)
+                labels_items.append(len(found))
             entry = {
                 "ef_search": ef,
                 "filter": mode,
@@ -875,6 +899,10 @@ def _storage_measure(
                 "cpu_p95_ms": round(percentile(cpu, 95), 2),
                 "recall_at_8": round(statistics.fmean(recalls), 4) if recalls else None,
                 "true_item_in_top8": round(statistics.fmean(hits), 4) if hits else None,
+                # The metadata agreement's labels query, over the items of up to ROTATION_TURNS searches.
+                "labels_p50_ms": round(percentile(labels_ms, 50), 2),
+                "labels_p95_ms": round(percentile(labels_ms, 95), 2),
+                "labels_items_p50": round(percentile(labels_items, 50), 1),
                 "loadavg_1m": round(os.getloadavg()[0], 2),  # CPU contention while measuring
                 "uses_hnsw": plan_uses_hnsw(conn, sql=sql[mode], params=params(mode, 0), ef_search=ef)
                 if len(vectors_q)

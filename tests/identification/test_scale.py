@@ -113,7 +113,8 @@ def test_a_small_run_measures_every_storage_and_drops_its_database(fake_real, tm
         for entry in storage["search"]:
             assert 0 < entry["p50_ms"] <= entry["p95_ms"]
             assert 0 < entry["labels_p50_ms"] <= entry["labels_p95_ms"]
-            assert entry["labels_items_p50"] > 8  # several searches' items, as one photo's turns
+            if entry["filter"] == "none":  # the items of several searches, as one photo's turns read
+                assert entry["labels_items_p50"] > scale.NEIGHBOUR_IMAGES
             assert 0.0 <= entry["recall_at_8"] <= 1.0
     by_storage = {s["storage"]: s for s in run["storages"]}
     # Full precision exact search agrees with the float32 truth; HNSW at ef_search=200 nearly so.

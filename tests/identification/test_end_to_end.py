@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,7 +135,6 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_benchmark_stopped_with_sigterm_leaves_no_temporary_folder(ans_dir, tmp_path):
-    import signal
     import time
 
     temp = tmp_path / "tmp"
@@ -156,3 +156,47 @@ def test_a_benchmark_stopped_with_sigterm_leaves_no_temporary_folder(ans_dir, tm
         if process.poll() is None:
             process.kill()
     assert not list(temp.glob("obverse-benchmark-*"))
+
+
+class TestSigtermExit:
+    """The benchmark's SIGTERM handling, in this (main) thread."""
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed exit
+    def test_a_stop_swallowed_by_a_finalizer_is_raised_again(self):
+        # The handler can run inside a finalizer, where Python prints its exception and goes on.
+        import time
+        import weakref
+
+        from identification.management.commands.benchmark_identification import SigtermExit
+
+        stopping = SigtermExit().install()
+        try:
+            with pytest.raises(SystemExit) as raised:
+
+                class Thing:
+                    pass
+
+                thing = Thing()
+                weakref.finalize(thing, stopping.stop, signal.SIGTERM, None)
+                del thing  # the finalizer's SystemExit is ignored...
+                time.sleep(3)  # ...and the next one comes within a second
+            assert raised.value.code == 143
+        finally:
+            stopping.cleanup()
+            stopping.restore()
+
+    def test_once_the_cleanup_begins_nothing_interrupts_it(self):
+        import time
+
+        from identification.management.commands.benchmark_identification import SigtermExit
+
+        stopping = SigtermExit().install()
+        try:
+            with pytest.raises(SystemExit):
+                stopping.stop(signal.SIGTERM, None)
+            stopping.cleanup()
+            time.sleep(1.5)  # the re-raise would have come by now
+        finally:
+            stopping.cleanup()
+            stopping.restore()
+        assert signal.getsignal(signal.SIGTERM) is not stopping.stop

@@ -47,16 +47,42 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def _exit_on_sigterm():
-    """Turn SIGTERM into SystemExit (so ``finally`` blocks run); returns the previous handler, or None."""
+class SigtermExit:
+    """SIGTERM → SystemExit(143), so the run's ``finally`` drops its temporary folder and database.
 
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
+    Python runs a signal handler between two bytecodes of the main thread, wherever that is. An
+    exception raised while a finalizer runs (``weakref.finalize``, ``__del__``) is printed and
+    ignored, and the run went on as if never stopped (seen once in the side network's training).
+    So once stopped, the exit is raised again every second (SIGALRM) until ``cleanup`` begins.
+    """
 
-    try:
-        return signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (e.g. called from a test thread): leave signals alone
-        return None
+    def __init__(self) -> None:
+        self.previous: dict[int, object] = {}
+        self.cleaning = False
+
+    def install(self) -> SigtermExit:
+        try:
+            for signum in (signal.SIGTERM, signal.SIGALRM):
+                self.previous[signum] = signal.signal(signum, self.stop)
+        except ValueError:  # not the main thread (e.g. called from a test thread): leave signals alone
+            self.previous.clear()
+        return self
+
+    def stop(self, signum, frame) -> None:
+        if self.cleaning:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 1.0)  # again in a second, in case this one is swallowed
+        raise SystemExit(128 + signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        """The run is unwinding: stop raising, so that the cleanup runs to its end."""
+        self.cleaning = True
+        if self.previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 class Command(BaseCommand):
@@ -78,7 +104,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{folder} has no labels.csv (expected the ans-roman layout).")
         work = Path(tempfile.mkdtemp(prefix="obverse-benchmark-"))
         # Stopped with SIGTERM (a timeout, `kill`), still drop the temporary folder and test database.
-        previous = _exit_on_sigterm()
+        stopping = SigtermExit().install()
         old_name = None
         try:
             models_dir = work / "models"
@@ -96,12 +122,12 @@ class Command(BaseCommand):
                 reset_pipeline()
                 result = self._run(folders, models_dir, options)
         finally:
+            stopping.cleanup()
             reset_pipeline()
             if old_name is not None:
                 connection.creation.destroy_test_db(old_name, verbosity=0)
             shutil.rmtree(work, ignore_errors=True)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            stopping.restore()
         text = json.dumps(result, indent=2)
         self.stdout.write(text)
         if options.get("out"):

@@ -43,6 +43,7 @@ import psutil
 import psycopg
 
 from config import embedded_db
+from config.stopping import SigtermExit
 from mlcore.setup_models import link_pretrained
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -291,11 +292,13 @@ def stress_run(
     drain_timeout_s: float = 7200,
     manage_cmd: list[str] | None = None,
     log=print,
+    stopping: SigtermExit | None = None,
 ) -> dict:
     """Set up a throw-away installation, run the load, wait for the drain, tear down; return the figures.
 
     ``manage_cmd`` runs Django commands (setup and the worker); the default is this interpreter's
-    ``manage.py``. Tests pass a wrapper that swaps in a fake pipeline.
+    ``manage.py``. Tests pass a wrapper that swaps in a fake pipeline. ``stopping`` (the installed
+    SIGTERM handler of ``main``) is told when the teardown begins, so that nothing interrupts it.
     """
     manage_cmd = list(manage_cmd or [sys.executable, "manage.py"])
     if submissions < 1 or clients < 1 or workers < 1 or web_workers < 1:
@@ -455,6 +458,8 @@ def stress_run(
             "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         }
     finally:
+        if stopping is not None:
+            stopping.cleanup()
         if sampler is not None:
             sampler.stop()
         for child, sig in reversed(children):
@@ -487,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     # Stopping the run (Ctrl-C, or SIGTERM, even where a shell started it with SIGINT ignored) still
     # stops its server and worker and drops the throw-away database: both unwind through `finally`.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stopping = SigtermExit().install()
     result = stress_run(
         submissions=args.submissions,
         clients=args.clients,
@@ -497,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         examples=args.examples,
         drain_timeout_s=args.drain_timeout,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        stopping=stopping,
     )
+    stopping.restore()
     text = json.dumps(result, indent=2)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

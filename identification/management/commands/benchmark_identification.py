@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ from django.test.utils import override_settings
 from PIL import Image
 
 from collection.models import ImageEmbedding, Specimen, SpecimenImage
+from config.stopping import SigtermExit
 from identification import services
 from identification.catalogue import catalogue_records
 from identification.pipeline import get_pipeline, reset_pipeline
@@ -45,44 +45,6 @@ def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
-
-
-class SigtermExit:
-    """SIGTERM → SystemExit(143), so the run's ``finally`` drops its temporary folder and database.
-
-    Python runs a signal handler between two bytecodes of the main thread, wherever that is. An
-    exception raised while a finalizer runs (``weakref.finalize``, ``__del__``) is printed and
-    ignored, and the run went on as if never stopped (seen once in the side network's training).
-    So once stopped, the exit is raised again every second (SIGALRM) until ``cleanup`` begins.
-    """
-
-    def __init__(self) -> None:
-        self.previous: dict[int, object] = {}
-        self.cleaning = False
-
-    def install(self) -> SigtermExit:
-        try:
-            for signum in (signal.SIGTERM, signal.SIGALRM):
-                self.previous[signum] = signal.signal(signum, self.stop)
-        except ValueError:  # not the main thread (e.g. called from a test thread): leave signals alone
-            self.previous.clear()
-        return self
-
-    def stop(self, signum, frame) -> None:
-        if self.cleaning:
-            return
-        signal.setitimer(signal.ITIMER_REAL, 1.0)  # again in a second, in case this one is swallowed
-        raise SystemExit(128 + signal.SIGTERM)
-
-    def cleanup(self) -> None:
-        """The run is unwinding: stop raising, so that the cleanup runs to its end."""
-        self.cleaning = True
-        if self.previous:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 class Command(BaseCommand):

@@ -41,10 +41,14 @@ browser:
 			"install Debian's chromium (sudo apt-get install chromium) to run it."; \
 	fi
 
+# Two pytest-xdist workers, each with its share of the cores (tests/conftest.py); `TEST_WORKERS=0`
+# runs the suite in one process, `TEST_WORKERS=auto` one worker per core.
+TEST_WORKERS ?= 2
+
 test: models db lint browser
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: models db
 	$(PY) -m config.bench

@@ -52,7 +52,8 @@ class FakePipeline:
     def __init__(self, fail_with: Exception | None = None, block_at: str | None = None):
         self.fail_with = fail_with
         self.block_at = block_at  # hang at this step, as a worker stuck or about to be killed would
-        self.calls = 0
+        self.calls = 0  # photos processed (found, cut out, embedded)
+        self.cutouts_embedded = 0  # stored cut-outs embedded again (a re-index)
 
     def process(self, source, *, known_side=None, assume_upright=False, on_step=None):
         self.calls += 1
@@ -82,6 +83,11 @@ class FakePipeline:
             timings={"embedding": 1.0},
             model_versions={"embedder": "fake-pixels@1"},
         )
+
+    def embed_cutout(self, cutout):
+        self.cutouts_embedded += 1
+        vector = np.asarray(cutout.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
+        return vector / (np.linalg.norm(vector) or 1.0)
 
     def predict_metadata(self, neighbours):
         votes: dict[str, dict[str, float]] = {}

@@ -129,6 +129,7 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
     assert result["recall_at_1"] <= result["recall_at_8"]
     assert result["recall_at_1_pair"] <= result["recall_at_8_pair"]
     assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
+    assert result["reindex_s"] >= 0
     assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]
 
 

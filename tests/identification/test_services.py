@@ -531,6 +531,35 @@ class TestCatalogueIndex:
         image = catalogue_image(make_item(), seed=802, pipeline=fake_pipeline)
         assert ImageEmbedding.objects.get(image=image).model_version == fake_pipeline.embedder.version
 
+    def test_another_version_embeds_the_stored_cutout_without_finding_the_object_again(self, fake_pipeline):
+        image = catalogue_image(make_item(), seed=803, pipeline=fake_pipeline)
+        image.refresh_from_db()
+        cutout_name, calls = image.cutout.name, fake_pipeline.calls
+        fake_pipeline.embedder = FakeEmbedder()  # its own, not the class-level one other tests share
+        fake_pipeline.embedder.version = "2"
+        assert services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)
+        assert (fake_pipeline.calls, fake_pipeline.cutouts_embedded) == (calls, 1)
+        new = ImageEmbedding.objects.get(image=image, model_version="2")
+        with image.cutout.open("rb") as fh, Image.open(fh) as cutout:
+            assert np.allclose(np.asarray(new.vector, dtype=np.float32), fake_pipeline.embed_cutout(cutout), atol=1e-3)
+        assert ImageEmbedding.objects.filter(image=image, model_version="1").exists()  # kept until pruned
+        image.refresh_from_db()
+        assert image.cutout.name == cutout_name
+
+    def test_recut_or_an_unreadable_cutout_finds_the_object_again(self, fake_pipeline):
+        image = catalogue_image(make_item(), seed=804, pipeline=fake_pipeline)
+        calls = fake_pipeline.calls
+        assert services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline, recut=True)
+        assert fake_pipeline.calls == calls + 1
+        image.refresh_from_db()
+        with image.cutout.open("wb") as fh:
+            fh.write(b"not a png")
+        assert services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)
+        assert (fake_pipeline.calls, fake_pipeline.cutouts_embedded) == (calls + 2, 0)
+        image.refresh_from_db()
+        with image.cutout.open("rb") as fh, Image.open(fh) as cutout:
+            assert cutout.size == (96, 96)  # stored again
+
     def test_pending_images_are_those_without_the_active_version(self, fake_pipeline):
         image = catalogue_image(make_item(), seed=801, pipeline=fake_pipeline)
         assert not services.catalogue_pending_images(model=("fake-pixels", "1")).filter(pk=image.pk).exists()

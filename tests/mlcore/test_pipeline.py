@@ -76,6 +76,15 @@ class TestCataloguePath:
         assert float(a @ b) == pytest.approx(1.0, abs=1e-5)
         assert float(a @ c) == pytest.approx(1.0, abs=1e-5)
 
+    def test_a_stored_cutout_gives_the_same_catalogue_embedding_without_the_segmenter(self, pretrained_dir, photo):
+        result = Pipeline(pretrained_dir).process(photo.read_bytes(), known_side="obverse", assume_upright=True)
+        stored = io.BytesIO()
+        result.cutout.save(stored, format="PNG")  # as the Django side stores it
+        fresh = Pipeline(pretrained_dir)
+        vector = fresh.embed_cutout(Image.open(io.BytesIO(stored.getvalue())))
+        assert np.allclose(vector, result.embedding, atol=1e-6)
+        assert "segmenter" not in fresh._parts  # the object was not found again
+
     def test_query_turns_reuse_the_first_embedding_and_find_the_turn_that_restores_upright(self, pretrained_dir, photo):
         from mlcore.orientation import rotate_upright
 

@@ -11,7 +11,8 @@ from identification.pipeline import get_pipeline
 
 class Command(BaseCommand):
     help = (
-        "Cut out and embed catalogue images that have no embedding for the active model version. "
+        "Embed catalogue images that have no embedding for the active model version (from their stored "
+        "cut-out; images without one are cut out first). "
         "Resumable: rerun after an interruption and it continues where it stopped. Search keeps "
         "answering from the existing embeddings of that version meanwhile."
     )
@@ -22,8 +23,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prune", action="store_true", help="Afterwards delete embeddings of other model versions."
         )
+        parser.add_argument(
+            "--recut",
+            action="store_true",
+            help="Find and cut out the object again instead of embedding the stored cut-out (after a "
+            "segmenter change; about 20x slower).",
+        )
 
-    def handle(self, *args, model=None, limit=None, prune=False, **options):
+    def handle(self, *args, model=None, limit=None, prune=False, recut=False, **options):
         pipeline = get_pipeline()
         active = services.embedding_version(pipeline)
         if model and model != active[0]:
@@ -33,7 +40,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(ids)} catalogue images to embed with {active[0]}@{active[1]}")
         done = failed = 0
         for image_id in tqdm(ids, unit="image", disable=not ids):
-            if services.catalogue_image_index(image_id=image_id, pipeline=pipeline):
+            if services.catalogue_image_index(image_id=image_id, pipeline=pipeline, recut=recut):
                 done += 1
             else:
                 failed += 1

@@ -376,8 +376,8 @@ class Pipeline:
         """The catalogue embedding of a stored cut-out: what ``process(photo, assume_upright=True)`` gives.
 
         Re-indexing the catalogue for a new embedding version starts from the cut-out the first
-        indexing stored, so the object is not found again: the segmenter is ~85 % of a catalogue
-        photo's processing (0.37 s of U^2-Net-p per photo on this 2-core CPU; docs/ml-notes.md).
+        indexing stored, so the object is not found again: U^2-Net-p is 0.37 s of a catalogue photo's
+        ~0.5 s on this 2-core CPU (docs/scaling.md, "Indexing the catalogue").
         """
         reading = self.embedder.read([on_neutral_of(cutout)])
         return np.asarray(self.embedder.embed_descriptors(reading.descriptors), dtype=np.float32)[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from PIL import Image
 
 from identification import services
@@ -157,3 +158,6 @@ def test_a_benchmark_stopped_with_sigterm_leaves_no_temporary_folder(ans_dir, tm
         if process.poll() is None:
             process.kill()
     assert not list(temp.glob("obverse-benchmark-*"))
+    with connection.cursor() as cursor:  # nor its throw-away database (it was left when stopped mid-creation)
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [f"obverse_benchmark_{process.pid}"])
+        assert cursor.fetchall() == []

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -24,7 +25,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import override_settings
 from PIL import Image
 
@@ -41,6 +42,21 @@ def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=90)
     return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+def _drop_if_created(name: str, original_name: str) -> None:
+    """Drop the throw-away database if ``create_test_db`` was stopped before it returned.
+
+    Its migrations take seconds, and a SIGTERM there left the database behind. The connection is
+    pointed back at the user's database first.
+    """
+    connection.close()
+    connection.settings_dict["NAME"] = original_name
+    try:  # Django's own way to reach the server without a database (as its test-database creation does)
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except DatabaseError as exc:  # do not hide why the run stopped
+        sys.stderr.write(f"benchmark: could not drop the throw-away database {name}: {exc}\n")
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -68,11 +84,12 @@ class Command(BaseCommand):
         # Stopped with SIGTERM (a timeout, `kill`), still drop the temporary folder and test database.
         stopping = SigtermExit().install()
         old_name = None
+        original_name = connection.settings_dict["NAME"]
+        test_name = f"obverse_benchmark_{os.getpid()}"
         try:
             models_dir = work / "models"
             link_pretrained(Path(settings.OBVERSE_MODELS_DIR), models_dir)
-            db_settings = settings.DATABASES["default"]
-            db_settings["TEST"]["NAME"] = f"obverse_benchmark_{os.getpid()}"  # keep Django's other TEST defaults
+            settings.DATABASES["default"]["TEST"]["NAME"] = test_name  # keep Django's other TEST defaults
             old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
             with override_settings(
                 MEDIA_ROOT=str(work / "media"),
@@ -88,6 +105,8 @@ class Command(BaseCommand):
             reset_pipeline()
             if old_name is not None:
                 connection.creation.destroy_test_db(old_name, verbosity=0)
+            else:
+                _drop_if_created(test_name, original_name)
             shutil.rmtree(work, ignore_errors=True)
             stopping.restore()
         text = json.dumps(result, indent=2)

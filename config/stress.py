@@ -42,7 +42,7 @@ import numpy as np
 import psutil
 import psycopg
 
-from config import embedded_db
+from config import embedded_db, throwaway_db
 from config.stopping import SigtermExit
 from mlcore.setup_models import link_pretrained
 
@@ -472,8 +472,7 @@ def stress_run(
 
 def _database_drop(name: str) -> None:
     try:
-        with psycopg.connect(embedded_db.database_url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        throwaway_db.drop(name, embedded_db.database_url("postgres"))
     except psycopg.Error as exc:
         print(f"stress: could not drop the throw-away database {name}: {exc}", file=sys.stderr)
 

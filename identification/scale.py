@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from config import throwaway_db
+
 SIDES = ("obverse", "reverse")
 LABEL_KINDS = ("authority", "material", "mint", "denomination")
 MODEL_NAME, MODEL_VERSION = "mobilenetv2-imagenet", "bench-1"
@@ -351,19 +353,11 @@ def database_create(*, conninfo: dict, name: str) -> None:
     """CREATE DATABASE name with the vector extension (connecting to the server's postgres db)."""
     import psycopg
 
+    throwaway_db.drop(name, **conninfo)
     with psycopg.connect(**_conninfo(conninfo, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     with psycopg.connect(**_conninfo(conninfo, name), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-
-
-def database_drop(*, conninfo: dict, name: str) -> None:
-    """DROP DATABASE name, closing the run's own connections first."""
-    import psycopg
-
-    with psycopg.connect(**_conninfo(conninfo, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def storage_column(storage: str, dims: int) -> tuple[str, int, str]:
@@ -794,7 +788,7 @@ def bench_run(
                     save()
         finally:
             if not options.keep:
-                database_drop(conninfo=conninfo, name=name)
+                throwaway_db.drop(name, **conninfo)
         size_report["total_s"] = round(time.perf_counter() - started, 1)
         save()
         del catalogue, truth

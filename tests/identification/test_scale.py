@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 
+from config.throwaway_db import server_params
 from identification import scale
-from identification.management.commands.bench_scale import server_conninfo
 
 AUTHORITIES = ["Hadrian", "Trajan", "Gaius/Caligula", "Constantine I"]
 MATERIALS = ["Bronze", "Silver", "Gold"]
@@ -98,7 +98,7 @@ def test_a_small_run_measures_every_storage_and_drops_its_database(fake_real, tm
     )
 
     report = scale.bench_run(
-        real=fake_real, conninfo=server_conninfo(), options=options, out_path=out, log=lambda m: None
+        real=fake_real, conninfo=server_params(), options=options, out_path=out, log=lambda m: None
     )
 
     assert json.loads(out.read_text()) == report
@@ -121,7 +121,7 @@ def test_a_small_run_measures_every_storage_and_drops_its_database(fake_real, tm
     assert by_storage["vector"]["exact_sql_recall_vs_float32"] == 1.0
     best = [e for e in by_storage["vector"]["search"] if e["ef_search"] == 200 and e["filter"] == "none"][0]
     assert best["recall_at_8"] >= 0.9
-    with psycopg.connect(**server_conninfo(), dbname="postgres") as conn:
+    with psycopg.connect(**server_params(), dbname="postgres") as conn:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [run["database"]]).fetchone()[0]
     assert left == 0
     if importlib.util.find_spec("matplotlib"):  # the plot is optional where matplotlib is missing

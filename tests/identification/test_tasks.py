@@ -9,7 +9,6 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
 
+from config.throwaway_db import database_url
 from identification import services, tasks
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
 from tests.factories import make_item
@@ -39,11 +39,7 @@ tasks.process_submission(sys.argv[1])
 
 
 def _database_url() -> str:
-    params = connection.settings_dict
-    host = quote(params["HOST"] or "localhost", safe="")
-    port = f":{params['PORT']}" if params["PORT"] else ""
-    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
-    return f"postgresql://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+    return database_url(connection.settings_dict["NAME"])
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from config.throwaway_db import database_url, drop, server_params
 
 TARGET_WALL_S = 180
 TARGET_RSS_MIB = 1024
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         work = Path(tempfile.mkdtemp(prefix="obverse-bench-"))
         env = {
             **os.environ,
-            "DATABASE_URL": _database_url(name),
+            "DATABASE_URL": database_url(name),
             "OBVERSE_MEDIA_ROOT": str(work / "media"),
             "OBVERSE_INDEX_ON_IMPORT": "0",
             "DJANGO_DEBUG": "0",  # DEBUG would keep every query in memory and skew the RSS figure
@@ -71,7 +72,7 @@ class Command(BaseCommand):
             again_report = _read_json(work / "again.json")
             media_bytes = sum(path.stat().st_size for path in (work / "media").rglob("*") if path.is_file())
         finally:
-            _drop_database(name)
+            drop(name, **server_params())
             shutil.rmtree(work, ignore_errors=True)
 
         if not first_report:
@@ -110,24 +111,11 @@ class Command(BaseCommand):
         self.stdout.write(text)
 
 
-def _server_params() -> dict[str, str]:
-    db = settings.DATABASES["default"]
-    return {key: str(db.get(key) or "") for key in ("USER", "PASSWORD", "HOST", "PORT")}
-
-
-def _database_url(name: str) -> str:
-    p = _server_params()
-    auth = quote(p["USER"], safe="") + (f":{quote(p['PASSWORD'], safe='')}" if p["PASSWORD"] else "")
-    host = quote(p["HOST"], safe="") + (f":{p['PORT']}" if p["PORT"] else "")
-    return f"postgresql://{auth}@{host}/{name}"
-
-
 def _admin_connection():
+    """A connection to the server's ``postgres`` database (to create the benchmark's own)."""
     import psycopg
 
-    p = _server_params()
-    params = {"dbname": "postgres", "user": p["USER"], "password": p["PASSWORD"], "host": p["HOST"], "port": p["PORT"]}
-    return psycopg.connect(**{key: value for key, value in params.items() if value}, autocommit=True)
+    return psycopg.connect(**server_params(), dbname="postgres", autocommit=True)
 
 
 def _create_database(name: str) -> None:
@@ -136,11 +124,6 @@ def _create_database(name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
     except Exception as exc:
         raise CommandError(f"cannot create the benchmark database {name} (needs CREATEDB): {exc}") from exc
-
-
-def _drop_database(name: str) -> None:
-    with _admin_connection() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _row_counts(name: str) -> dict[str, int]:
@@ -153,7 +136,7 @@ def _row_counts(name: str) -> dict[str, int]:
         "specimens": "collection_specimen",
         "images": "collection_specimenimage",
     }
-    with psycopg.connect(_database_url(name)) as conn:
+    with psycopg.connect(database_url(name)) as conn:
         return {key: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for key, table in tables.items()}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.throwaway_db import server_params
 from identification import scale
 
 DEFAULT_DATA_DIR = Path(settings.BASE_DIR).parent / "shared" / "data" / "ans-roman"
@@ -14,15 +15,6 @@ DEFAULT_DATA_DIR = Path(settings.BASE_DIR).parent / "shared" / "data" / "ans-rom
 
 def _int_list(value: str) -> list[int]:
     return [int(part) for part in value.split(",") if part.strip()]
-
-
-def server_conninfo() -> dict:
-    """libpq keywords for the default database's server (the run makes and drops its own database)."""
-    db = settings.DATABASES["default"]
-    info = {"user": db.get("USER") or None, "password": db.get("PASSWORD") or None, "host": db.get("HOST") or None}
-    if db.get("PORT"):
-        info["port"] = str(db["PORT"])
-    return {key: value for key, value in info.items() if value is not None}
 
 
 class Command(BaseCommand):
@@ -78,6 +70,6 @@ class Command(BaseCommand):
             keep=options["keep"],
         )
         scale.bench_run(
-            real=real, conninfo=server_conninfo(), options=bench, out_path=out, plot_path=plot, log=self.stdout.write
+            real=real, conninfo=server_params(), options=bench, out_path=out, plot_path=plot, log=self.stdout.write
         )
         self.stdout.write(self.style.SUCCESS(f"figures in {out}, plot in {plot}"))

@@ -14,7 +14,7 @@ import threading
 from django.conf import settings
 
 _lock = threading.Lock()
-_pipelines: dict[str, tuple[object, str | None]] = {}  # models folder → (pipeline, active version it was made for)
+_pipelines: dict[tuple[str, bool], tuple[object, str | None]] = {}  # (models folder, enhance) → (pipeline, its version)
 
 
 def get_pipeline():
@@ -22,12 +22,15 @@ def get_pipeline():
     from mlcore.pipeline import Pipeline
     from mlcore.versions import active_version
 
-    key = str(settings.OBVERSE_MODELS_DIR)
+    key = (str(settings.OBVERSE_MODELS_DIR), settings.OBVERSE_ENHANCE)
     active = active_version(settings.OBVERSE_MODELS_DIR)  # one small file read: cheap next to any task
     with _lock:
         cached = _pipelines.get(key)
         if cached is None or cached[1] != active:
-            cached = _pipelines[key] = (Pipeline(settings.OBVERSE_MODELS_DIR), active)
+            cached = _pipelines[key] = (
+                Pipeline(settings.OBVERSE_MODELS_DIR, use_enhance=settings.OBVERSE_ENHANCE),
+                active,
+            )
         return cached[0]
 
 

@@ -269,9 +269,13 @@ class Pipeline:
         step("enhancing")
         before_enhance = upright
         enhanced = False
+        turn_source = on_neutral  # what the rotation search's other turns are cut from
         if self.use_enhance:
             coin_size = min(cut.box[2] - cut.box[0], cut.box[3] - cut.box[1])
             upright, enhanced = enhance(upright, source_size=coin_size)
+            if enhanced:
+                # Every turn of the search reads the same enhanced pixels, not only the upright one.
+                turn_source, _ = enhance(on_neutral, source_size=coin_size)
         done("enhancing")
 
         # The rotation search's turns: the upright estimate and evenly spaced turns from it.
@@ -280,7 +284,7 @@ class Pipeline:
             angles = (float(angle) + self.turn_offsets()) % 360.0
 
         def describe():
-            turned = [upright] + [rotate_upright(on_neutral, float(a)) for a in angles[1:]]
+            turned = [upright] + [rotate_upright(turn_source, float(a)) for a in angles[1:]]
             return self.embedder.read(turned, stems=not known_side)
 
         # The search's turns; with no turn made (nothing trained), the views already read are those turns.

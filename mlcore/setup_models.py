@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "var" / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "var" / "models"  # OBVERSE_VAR_DIR moves it
 SETUP_COMMAND = "python -m mlcore.setup_models (or `make models`)"
 
 
@@ -64,7 +64,11 @@ class ModelFileError(RuntimeError):
 
 
 def models_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    return Path(path or os.environ.get("OBVERSE_MODELS_DIR") or DEFAULT_MODELS_DIR)
+    """``path``, else $OBVERSE_MODELS_DIR, else ``models`` in $OBVERSE_VAR_DIR (as the Django settings say)."""
+    if path or os.environ.get("OBVERSE_MODELS_DIR"):
+        return Path(path or os.environ["OBVERSE_MODELS_DIR"])
+    var_dir = os.environ.get("OBVERSE_VAR_DIR")
+    return Path(var_dir) / "models" if var_dir else DEFAULT_MODELS_DIR
 
 
 def sha256_of(path: Path) -> str:
@@ -82,33 +86,46 @@ def read_manifest(directory: Path) -> dict[str, dict]:
     return {entry["name"]: entry for entry in json.loads(manifest.read_text())["models"]}
 
 
+# (path, size, mtime) → sha256: a file is hashed once per process until it changes (/healthz asks often).
+_checked: dict[tuple[str, int, int], str] = {}
+
+
+def _problem(path: Path, entry: dict) -> str | None:
+    """Why a prepared file is unusable ("missing", "corrupt (…)"), or None when it matches the manifest."""
+    if not path.exists():
+        return "missing"
+    stat = path.stat()
+    if stat.st_size != entry["size"]:
+        return "corrupt (size differs from the manifest)"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _checked:
+        _checked[key] = sha256_of(path)
+    if _checked[key] != entry["sha256"]:
+        return "corrupt (checksum differs from the manifest)"
+    return None
+
+
 def check_file(directory: Path, name: str) -> Path:
     """Return the path of a prepared model file, or raise ModelFileError naming the fix."""
     entry = read_manifest(directory).get(name)
     if entry is None:
         raise ModelFileError(f"Model {name!r} is not prepared in {directory}; run {SETUP_COMMAND}.")
     path = directory / entry["filename"]
-    if not path.exists():
-        raise ModelFileError(f"Model file {path} is missing; run {SETUP_COMMAND}.")
-    if path.stat().st_size != entry["size"]:
-        raise ModelFileError(f"Model file {path} is corrupt (size differs from manifest); run {SETUP_COMMAND}.")
+    problem = _problem(path, entry)
+    if problem:
+        raise ModelFileError(f"Model file {path} is {problem}; run {SETUP_COMMAND}.")
     return path
 
 
 def verify_all(directory: Path) -> dict[str, str]:
-    """Check every manifest entry by checksum; {name: 'ok' | reason}. Used by /healthz."""
+    """Check every manifest entry by size and checksum; {name: 'ok' | reason}. Used by /healthz."""
     result: dict[str, str] = {}
     manifest = read_manifest(directory)
     if not manifest:
         return {"manifest": f"missing in {directory}; run {SETUP_COMMAND}"}
     for name, entry in manifest.items():
-        path = directory / entry["filename"]
-        if not path.exists():
-            result[name] = f"missing; run {SETUP_COMMAND}"
-        elif path.stat().st_size != entry["size"]:
-            result[name] = f"corrupt; run {SETUP_COMMAND}"
-        else:
-            result[name] = "ok"
+        problem = _problem(directory / entry["filename"], entry)
+        result[name] = f"{problem}; run {SETUP_COMMAND}" if problem else "ok"
     return result
 
 

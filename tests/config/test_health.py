@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,18 @@ from django.urls import reverse
 from config import health
 
 
-def _models_folder(path: Path, *, corrupt: bool = False) -> Path:
-    """A models folder whose manifest matches its files (or not, when ``corrupt``)."""
+def _models_folder(path: Path, *, corrupt: str = "") -> Path:
+    """A models folder whose manifest matches its files; ``corrupt``: "size" or "bytes" spoils the backbone's."""
     path.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, filename, payload in (("u2netp", "u2netp.onnx", b"onnx" * 10), ("backbone", "b.pt", b"pt" * 7)):
+        digest = sha256(payload).hexdigest()
+        entries.append({"name": name, "filename": filename, "size": len(payload), "sha256": digest})
+        if name == "backbone" and corrupt == "size":
+            payload += b"!"
+        if name == "backbone" and corrupt == "bytes":
+            payload = b"tp" + payload[2:]  # same size, other bytes: only the checksum tells
         (path / filename).write_bytes(payload)
-        size = len(payload) + (1 if corrupt and name == "backbone" else 0)
-        entries.append({"name": name, "filename": filename, "size": size, "sha256": "x"})
     (path / "manifest.json").write_text(json.dumps({"models": entries}))
     return path
 
@@ -48,11 +53,14 @@ class TestHealthz:
         assert "setup_models" in body["checks"]["models"]["manifest"]
         assert body["checks"]["database"] == "ok"
 
-    def test_it_fails_when_a_model_file_is_corrupt(self, client, settings, tmp_path):
-        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models", corrupt=True)
+    @pytest.mark.parametrize("corrupt", ["size", "bytes"])
+    def test_it_fails_when_a_model_file_is_corrupt(self, client, settings, tmp_path, corrupt):
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models", corrupt=corrupt)
         response = client.get(self.url)
         assert response.status_code == 503
-        assert response.json()["checks"]["models"]["backbone"].startswith("corrupt")
+        reason = response.json()["checks"]["models"]["backbone"]
+        assert reason.startswith("corrupt") and "setup_models" in reason
+        assert response.json()["checks"]["models"]["u2netp"] == "ok"
 
     def test_it_fails_when_the_database_is_unreachable(self, client, settings, tmp_path, monkeypatch):
         settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")

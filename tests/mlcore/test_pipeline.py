@@ -236,6 +236,12 @@ class TestQueryPath:
         assert result.enhanced is True  # the coin is ~150 px across in a degraded photo
         assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-4)
         assert {"side", "orientation", "embedding"} <= set(result.model_versions)
+        # Every turn of the rotation search reads the enhanced pixels, not only the upright one.
+        plain = Pipeline(trained_dir).process(buffer.getvalue())
+        assert plain.angle == pytest.approx(result.angle)  # the angle is estimated before enhancing
+        assert result.turns is not None and len(result.turns.vectors) > 1
+        differences = np.abs(result.turns.vectors - plain.turns.vectors).max(axis=1)
+        assert (differences > 1e-3).all()
 
     def test_it_predicts_metadata_from_neighbours_with_trained_calibration(self, trained_dir):
         pipeline = Pipeline(trained_dir)

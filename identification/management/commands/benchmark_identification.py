@@ -9,6 +9,7 @@ specimen out of the index while it is answered. Prints one JSON object.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -22,14 +23,16 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import psycopg
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.test.utils import override_settings
 from PIL import Image
 
 from collection.models import ImageEmbedding, Specimen, SpecimenImage
+from config import throwaway_db
 from config.stopping import SigtermExit
 from identification import services
 from identification.catalogue import catalogue_records
@@ -52,10 +55,9 @@ def _drop_if_created(name: str, original_name: str) -> None:
     """
     connection.close()
     connection.settings_dict["NAME"] = original_name
-    try:  # Django's own way to reach the server without a database (as its test-database creation does)
-        with connection._nodb_cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except DatabaseError as exc:  # do not hide why the run stopped
+    try:
+        throwaway_db.drop(name, **throwaway_db.server_params())
+    except psycopg.Error as exc:  # do not hide why the run stopped
         sys.stderr.write(f"benchmark: could not drop the throw-away database {name}: {exc}\n")
 
 
@@ -74,6 +76,12 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", help="Also write the JSON here.")
         parser.add_argument("--no-train", action="store_true", help="Use the models as they are (no training).")
+        parser.add_argument(
+            "--enhance",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Enhance small photos (mlcore.enhance) or not; default: the OBVERSE_ENHANCE setting.",
+        )
 
     def handle(self, *args, **options):
         folders = [Path(folder) for folder in options["catalogue"]]
@@ -97,6 +105,7 @@ class Command(BaseCommand):
                 OBVERSE_MODELS_DIR=models_dir,
                 OBVERSE_INDEX_ON_IMPORT=False,
                 OBVERSE_ANON_SUBMISSIONS_PER_HOUR=10**9,
+                OBVERSE_ENHANCE=settings.OBVERSE_ENHANCE if options["enhance"] is None else options["enhance"],
             ):
                 reset_pipeline()
                 result = self._run(folders, models_dir, options)
@@ -191,6 +200,7 @@ class Command(BaseCommand):
             "train_s": train_s,
             "import_s": round(import_s, 1),
             "catalogue_images": indexed,
+            "enhance": settings.OBVERSE_ENHANCE,
             "seed": options["seed"],
             "limit": options.get("limit"),
             "model_versions": versions,

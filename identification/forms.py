@@ -39,3 +39,10 @@ class CandidateFilterForm(forms.Form):
     mint = forms.CharField(required=False)
     material = forms.CharField(required=False)
     denomination = forms.CharField(required=False)
+
+
+class ObjectChoiceForm(forms.Form):
+    """Which object found in which photo is the coin (indices into ``SubmissionImage.detections``)."""
+
+    position = forms.IntegerField(min_value=0)
+    index = forms.IntegerField(min_value=0)

@@ -107,7 +107,12 @@ class SubmissionImage(models.Model):
     cutout = models.ImageField(upload_to=_upload_to, blank=True, max_length=300)
     upright = models.ImageField(upload_to=_upload_to, blank=True, max_length=300)
     crop_box = models.JSONField(null=True, blank=True)
+    # Every object found in the photo: [{"box": [x0, y0, x1, y1] px, "fraction": the box / the photo's
+    # size, "score", "chosen": whether it is the one described}], best first.
     detections = models.JSONField(default=list, blank=True)
+    object_choice = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Which object found is the coin, as the user picked it (else the likeliest)."
+    )
     angle = models.FloatField(null=True, blank=True, help_text="Degrees turned counter-clockwise to make it upright.")
     angle_confidence = models.FloatField(null=True, blank=True)
     enhanced = models.BooleanField(default=False)

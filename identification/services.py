@@ -389,7 +389,7 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
         data = fh.read()
     decoded = decode_image(data)
     known_side = image.declared_side if image.declared_side != DeclaredSide.UNKNOWN else None
-    result = pipeline.process(decoded, known_side=known_side, on_step=on_step)
+    result = pipeline.process(decoded, known_side=known_side, on_step=on_step, choose=image.object_choice)
     # Derived files are overwritten on a rerun (same names), never duplicated.
     storage = image.original.storage
     for field, content, suffix in (
@@ -401,7 +401,9 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
         storage.delete(name)
         getattr(image, field).save(name.rsplit("/", 1)[1], content, save=False)
     image.crop_box = list(result.crop_box)
-    image.detections = [_detection_json(d) for d in result.detections]
+    image.detections = [
+        _detection_json(d, decoded.size, chosen=i == result.chosen) for i, d in enumerate(result.detections)
+    ]
     image.angle = float(result.angle)
     image.angle_confidence = float(result.angle_confidence)
     image.enhanced = bool(result.enhanced)
@@ -425,10 +427,17 @@ def _bounded(image, max_side: int = 1600):
     return copy
 
 
-def _detection_json(detection) -> dict:
-    if isinstance(detection, dict):
-        return detection
-    return {"box": [int(v) for v in detection.box], "score": round(float(getattr(detection, "score", 0.0)), 3)}
+def _detection_json(detection, size: tuple[int, int], *, chosen: bool) -> dict:
+    """One object found in the photo, for the page that lets the user pick another (box in px and as fractions)."""
+    box = detection["box"] if isinstance(detection, dict) else detection.box
+    score = detection.get("score", 0.0) if isinstance(detection, dict) else getattr(detection, "score", 0.0)
+    width, height = size
+    return {
+        "box": [int(v) for v in box],
+        "fraction": [round(v / extent, 4) for v, extent in zip(box, (width, height, width, height), strict=True)],
+        "score": round(float(score), 3),
+        "chosen": chosen,
+    }
 
 
 # --- Sweeping stuck submissions ---------------------------------------------------------------
@@ -750,6 +759,46 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
         images = list(submission.images.order_by("position"))
         _replace_candidates(submission, images, embedding_version(get_pipeline()))
     return submission
+
+
+def submission_choose_object(*, submission_id, position: int, index: int) -> None:
+    """The user says which of the objects found in a photo is the coin: the submission is processed again.
+
+    A photo of several coins is described by its likeliest object; the page shows every object found
+    and lets the user pick another. Allowed until a volunteer has reviewed the submission (a review
+    judged the other object's candidates). Race-safe: the conditional UPDATE back to ``received``
+    wins once against a volunteer's claim or a second click; the worker does the rest, as for a new
+    submission. Picking the object already described changes nothing.
+    """
+    with transaction.atomic():
+        image = (
+            SubmissionImage.objects.select_for_update().filter(submission_id=submission_id, position=position).first()
+        )
+        if image is None:
+            raise ValidationError({"object": ["This submission has no such photo."]})
+        if not 0 <= index < len(image.detections or []):
+            raise ValidationError({"object": ["No such object was found in this photo."]})
+        if image.detections[index].get("chosen"):
+            return
+        moved = (
+            Submission.objects.filter(pk=submission_id, status=SubmissionStatus.AWAITING_REVIEW)
+            .exclude(reviews__isnull=False)
+            .update(
+                status=SubmissionStatus.RECEIVED,
+                step=ProcessingStep.RECEIVED,
+                attempts=0,
+                error="",
+                processed_at=None,
+                updated_at=timezone.now(),
+            )
+        )
+        if not moved:
+            raise ValidationError(
+                {"object": ["The coin can be changed once processing has finished and before the first review."]}
+            )
+        image.object_choice = index
+        image.save(update_fields=["object_choice"])
+        transaction.on_commit(lambda: submission_enqueue(submission_id=submission_id))
 
 
 # --- Indexing the catalogue -------------------------------------------------------------------

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<uuid:pk>/", views.submission_detail, name="submission_detail"),
     path("<uuid:pk>/status.json", views.submission_status, name="submission_status"),
     path("<uuid:pk>/recompute/", views.submission_recompute, name="submission_recompute"),
+    path("<uuid:pk>/object/", views.submission_choose_object, name="submission_choose_object"),
 ]

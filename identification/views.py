@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from collection.models import Concept
 from identification import examples, selectors, services
-from identification.forms import CandidateFilterForm, SubmissionForm
+from identification.forms import CandidateFilterForm, ObjectChoiceForm, SubmissionForm
 from identification.models import ProcessingStep, SubmissionStatus
 
 PIPELINE_STEPS = [step for step in ProcessingStep if step != ProcessingStep.READY]
@@ -109,16 +109,52 @@ def _filter_choices(submission) -> list[dict]:
     return [{"kind": kind, "options": options[kind]} for kind in kinds if options[kind]]
 
 
+def _object_map(image) -> dict | None:
+    """The objects found in a photo of several, outlined on the stored photo (its pixels) for the user to pick.
+
+    None when the photo showed one object (nothing to pick) or was processed before boxes were
+    stored as fractions of the photo.
+    """
+    found = [d for d in image.detections or [] if d.get("fraction")]
+    if len(found) < 2 or len(found) != len(image.detections) or not image.original:
+        return None
+    try:
+        width, height = image.original.width, image.original.height
+    except (OSError, ValueError):  # the stored photo is missing: nothing to draw on
+        return None
+    objects = []
+    for index, detection in enumerate(found):
+        x0, y0, x1, y1 = detection["fraction"]
+        objects.append(
+            {
+                "index": index,
+                "number": index + 1,
+                "chosen": bool(detection.get("chosen")),
+                "x": round(x0 * width),
+                "y": round(y0 * height),
+                "width": max(1, round((x1 - x0) * width)),
+                "height": max(1, round((y1 - y0) * height)),
+            }
+        )
+    # Labels sized to the photo, so they read the same however large it was.
+    return {"width": width, "height": height, "font": max(12, max(width, height) // 18), "objects": objects}
+
+
 @require_GET
 def submission_detail(request: HttpRequest, pk) -> HttpResponse:
     submission = selectors.submission_get(pk=pk)
     if submission is None:
         raise Http404("No such submission.")
+    images = list(submission.images.all())
+    for image in images:
+        image.object_map = _object_map(image)
     context = {
         "submission": submission,
         "steps": _steps(submission),
-        "images": list(submission.images.all()),
+        "images": images,
         "candidates": list(submission.candidates.all()),
+        # Picking another object is offered until the first review (services.submission_choose_object).
+        "can_choose_object": submission.status == SubmissionStatus.AWAITING_REVIEW and not submission.reviews.exists(),
         "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
     }
     return render(request, "identification/submission_detail.html", context)
@@ -149,4 +185,22 @@ def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
             services.submission_recompute(submission_id=pk, filters=form.cleaned_data)
         except ValidationError as exc:
             messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+    return redirect("identification:submission_detail", pk=pk)
+
+
+@require_POST
+def submission_choose_object(request: HttpRequest, pk) -> HttpResponse:
+    if selectors.submission_get(pk=pk) is None:
+        raise Http404("No such submission.")
+    form = ObjectChoiceForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the objects outlined on your photo.")
+    else:
+        try:
+            services.submission_choose_object(submission_id=pk, **form.cleaned_data)
+        except ValidationError as exc:
+            messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+        else:
+            number = form.cleaned_data["index"] + 1
+            messages.success(request, f"Object {number} it is: your photo is being described again.")
     return redirect("identification:submission_detail", pk=pk)

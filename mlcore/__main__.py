@@ -26,7 +26,11 @@ def process_command(args: argparse.Namespace) -> int:
     try:
         image = decode_image(args.photo)
         result = pipeline.process(
-            image, known_side=args.side, assume_upright=args.upright, on_step=lambda s: print(f"… {s}")
+            image,
+            known_side=args.side,
+            assume_upright=args.upright,
+            on_step=lambda s: print(f"… {s}"),
+            choose=args.object,
         )
     except (ImageDecodeError, NoObjectFound) as exc:
         (out / "result.json").write_text(json.dumps({"photo": str(args.photo), "error": str(exc)}, indent=2))
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     process.add_argument("--side", choices=("obverse", "reverse"), help="The side, when known (skips classifying).")
     process.add_argument("--upright", action="store_true", help="The photo is upright (skips turning).")
     process.add_argument("--enhance", action="store_true", help="Enhance small photos (off by default).")
+    process.add_argument(
+        "--object", type=int, help="Which object found is the coin (0: first in result.json; default: likeliest)."
+    )
     args = parser.parse_args(argv)
     if args.command == "process":
         return process_command(args)

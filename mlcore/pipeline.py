@@ -203,8 +203,13 @@ class Pipeline:
         known_side: str | None = None,
         assume_upright: bool = False,
         on_step: Callable[[str], None] | None = None,
+        choose: int | None = None,
     ) -> ProcessResult:
-        """Run every step on one photo. Raises ImageDecodeError (unusable file) or NoObjectFound."""
+        """Run every step on one photo. Raises ImageDecodeError (unusable file) or NoObjectFound.
+
+        ``choose``: which of the objects found is the coin (an index into ``detections``, as a user
+        picks it when a photo shows several); None, or an index the photo does not have: the likeliest.
+        """
         from mlcore.cutout import make_cutout
 
         if known_side is not None and known_side not in SIDES:
@@ -230,11 +235,13 @@ class Pipeline:
         timings["decoding"] = round((time.perf_counter() - started) * 1000, 1)
 
         step("finding_object")
-        found = self.segmenter.find_objects(image)
+        found = self.segmenter.find_objects(image, sharpen=choose or 0)
         done("finding_object")
         if not found:
             raise NoObjectFound()
         chosen = max(range(len(found)), key=lambda i: found[i].score)
+        if choose is not None and 0 <= choose < len(found):
+            chosen = choose
         detection = found[chosen]
 
         step("removing_background")

@@ -355,18 +355,22 @@ class Segmenter(LazyModel):
         outputs = inner.run([inner.get_outputs()[0].name], {inner.get_inputs()[0].name: _model_input(image)})
         return np.clip(outputs[0][0, 0], 0.0, 1.0).astype(np.float32)
 
-    def find_objects(self, image: Image.Image, *, max_objects: int = 30) -> list[Detection]:
-        """All objects in the photo, best first; [] when nothing stands out."""
+    def find_objects(self, image: Image.Image, *, max_objects: int = 30, sharpen: int = 0) -> list[Detection]:
+        """All objects in the photo, best first; [] when nothing stands out.
+
+        ``sharpen``: the object (index) whose mask is redone on a crop when it is small (``sharpen_small``):
+        the best one, or the one a user picked.
+        """
         if image.mode == "RGBA" and alpha_is_meaningful(image):
             probability = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
             return detections_from_probability(probability, image_size=image.size, max_objects=max_objects)
         detections = detections_from_probability(self.saliency(image), image_size=image.size, max_objects=max_objects)
         detections = self._refine_irregular(image, detections)
-        if detections and detections[0].area < SMALL_AREA:
-            detections[0] = self._sharpen_small(image, detections[0])
+        if 0 <= sharpen < len(detections) and detections[sharpen].area < SMALL_AREA:
+            detections[sharpen] = self.sharpen_small(image, detections[sharpen])
         return detections[:max_objects]
 
-    def _sharpen_small(self, image: Image.Image, detection: Detection) -> Detection:
+    def sharpen_small(self, image: Image.Image, detection: Detection) -> Detection:
         """Redo the mask of a small best object from a crop around it (the model sees it at full 320 px).
 
         A coin filling 5 % of a phone photo is only ~70 px across in the whole-photo saliency map;

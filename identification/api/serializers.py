@@ -33,9 +33,13 @@ class CandidateSerializer(serializers.ModelSerializer):
 
 
 class SubmissionImageSerializer(serializers.ModelSerializer):
+    # Every object found in the photo (box in px and as fractions of the photo, score, whether it is
+    # the one described): a photo of several coins is described by its likeliest object.
+    objects = serializers.JSONField(source="detections", read_only=True)
+
     class Meta:
         model = SubmissionImage
-        fields = ["position", "declared_side", "side", "side_confidence", "angle", "metadata"]
+        fields = ["position", "declared_side", "side", "side_confidence", "angle", "metadata", "objects"]
 
 
 class SubmissionSerializer(serializers.ModelSerializer):

@@ -28,6 +28,7 @@ class FakeResult:
     upright: Image.Image
     crop_box: tuple
     detections: list
+    chosen: int
     angle: float
     angle_confidence: float
     enhanced: bool
@@ -49,14 +50,17 @@ class FakePipeline:
 
     embedder = FakeEmbedder()
 
-    def __init__(self, fail_with: Exception | None = None, block_at: str | None = None):
+    def __init__(self, fail_with: Exception | None = None, block_at: str | None = None, objects: int = 1):
         self.fail_with = fail_with
         self.block_at = block_at  # hang at this step, as a worker stuck or about to be killed would
+        self.objects = objects  # objects "found" in every photo: side by side, equal strips, the first best
         self.calls = 0  # photos processed (found, cut out, embedded)
         self.cutouts_embedded = 0  # stored cut-outs embedded again (a re-index)
+        self.choices: list[int | None] = []  # the ``choose`` of every call
 
-    def process(self, source, *, known_side=None, assume_upright=False, on_step=None):
+    def process(self, source, *, known_side=None, assume_upright=False, on_step=None, choose=None):
         self.calls += 1
+        self.choices.append(choose)
         if self.fail_with is not None:
             raise self.fail_with
         image = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else source
@@ -66,14 +70,19 @@ class FakePipeline:
                 on_step(step)
             if step == self.block_at:
                 time.sleep(3600)
+        strip = image.width // self.objects
+        boxes = [[i * strip, 0, (i + 1) * strip, image.height] for i in range(self.objects)]
+        chosen = choose if choose is not None and 0 <= choose < len(boxes) else 0
+        image = image.crop(boxes[chosen])
         vector = np.asarray(image.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
         vector /= np.linalg.norm(vector) or 1.0
         cutout = image.resize((96, 96)).convert("RGBA")
         return FakeResult(
             cutout=cutout,
             upright=image.resize((96, 96)),
-            crop_box=(0, 0, image.width, image.height),
-            detections=[{"box": [0, 0, image.width, image.height], "score": 1.0}],
+            crop_box=tuple(boxes[chosen]),
+            detections=[{"box": box, "score": round(1.0 - 0.1 * i, 3)} for i, box in enumerate(boxes)],
+            chosen=chosen,
             angle=0.0 if assume_upright else 30.0,
             angle_confidence=0.9,
             enhanced=False,

@@ -105,6 +105,9 @@ class TestDetail:
         image = body["images"][0]
         assert image["side"] == "obverse" and 0 <= image["side_confidence"] <= 1
         assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0)}
+        assert [(o["box"], o["fraction"], o["chosen"]) for o in image["objects"]] == [
+            ([0, 0, 120, 120], [0.0, 0.0, 1.0, 1.0], True)  # the fake finds the whole 120-px picture
+        ]
         candidate = body["candidates"][0]
         assert candidate["rank"] == 1 and candidate["score"] == pytest.approx(1.0, abs=1e-3)
         assert candidate["agreement"] == 0.0  # the only item: nothing for its metadata to stand out from

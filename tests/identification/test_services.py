@@ -295,6 +295,88 @@ class TestRecompute:
             services.submission_recompute(submission_id=submission.pk, filters={})
 
 
+def two_coins_png(left: int, right: int) -> bytes:
+    """Two pictures side by side in one photo (the two-object fake finds each half)."""
+    photo = Image.new("RGB", (240, 120))
+    photo.paste(Image.open(io.BytesIO(pattern_png(left))), (0, 0))
+    photo.paste(Image.open(io.BytesIO(pattern_png(right))), (120, 0))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TestChooseObject:
+    """A photo of two coins: the user picks the other one, and the submission is described again."""
+
+    @pytest.fixture
+    def two_coins(self, monkeypatch, django_capture_on_commit_callbacks):
+        left_item, right_item = make_item(), make_item()
+        catalogue_image(left_item, seed=800, pipeline=FakePipeline())
+        catalogue_image(right_item, seed=801, pipeline=FakePipeline())
+        pipeline = FakePipeline(objects=2)
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        submission = create(files=[upload(two_coins_png(800, 801))])
+        services.submission_process(submission_id=submission.pk)
+        return submission, pipeline, left_item, right_item
+
+    def test_the_likeliest_object_is_described_and_every_object_is_reported(self, two_coins):
+        submission, _, left_item, _ = two_coins
+        image = submission.images.get()
+        assert [(d["fraction"], d["chosen"]) for d in image.detections] == [
+            ([0.0, 0.0, 0.5, 1.0], True),
+            ([0.5, 0.0, 1.0, 1.0], False),
+        ]
+        assert submission.candidates.get(rank=1).item_id == left_item.pk
+
+    def test_picking_the_other_object_describes_it_and_searches_again(
+        self, two_coins, django_capture_on_commit_callbacks
+    ):
+        submission, pipeline, _, right_item = two_coins
+        with django_capture_on_commit_callbacks(execute=True):  # the worker runs in sync mode here
+            services.submission_choose_object(submission_id=submission.pk, position=0, index=1)
+        submission.refresh_from_db()
+        image = submission.images.get()
+        assert pipeline.choices[-1] == 1
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW
+        assert [d["chosen"] for d in image.detections] == [False, True] and image.object_choice == 1
+        assert submission.candidates.get(rank=1).item_id == right_item.pk
+        assert submission.candidates.count() == 2  # replaced, not added to
+
+    def test_picking_the_object_already_described_changes_nothing(self, two_coins, django_capture_on_commit_callbacks):
+        submission, pipeline, _, _ = two_coins
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            services.submission_choose_object(submission_id=submission.pk, position=0, index=0)
+        assert callbacks == [] and pipeline.calls == 1
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW
+
+    @pytest.mark.parametrize(("position", "index"), [(0, 2), (1, 0)])
+    def test_an_object_or_photo_that_does_not_exist_is_refused(self, two_coins, position, index):
+        submission, _, _, _ = two_coins
+        with pytest.raises(ValidationError, match="No such object|no such photo"):
+            services.submission_choose_object(submission_id=submission.pk, position=position, index=index)
+
+    def test_once_reviewed_the_coin_can_no_longer_be_changed(self, two_coins, django_user_model):
+        from identification.review_models import Review
+
+        submission, pipeline, _, _ = two_coins
+        volunteer = django_user_model.objects.create_user("vol", password="x")
+        Review.objects.create(submission=submission, reviewer=volunteer, decision="unsure")
+        with pytest.raises(ValidationError, match="first review"):
+            services.submission_choose_object(submission_id=submission.pk, position=0, index=1)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW and pipeline.calls == 1
+        assert submission.images.get().object_choice is None
+
+    def test_a_second_pick_while_the_first_is_processed_is_refused(self, two_coins):
+        submission, _, _, _ = two_coins
+        services.submission_choose_object(submission_id=submission.pk, position=0, index=1)  # not run yet
+        with pytest.raises(ValidationError, match="first review"):
+            services.submission_choose_object(submission_id=submission.pk, position=0, index=1)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.RECEIVED
+
+
 class TurningFakePipeline(FakePipeline):
     """FakePipeline with the real pipeline's rotation search: the cut-out turned by 0/90/180/270°.
 

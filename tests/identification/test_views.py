@@ -132,5 +132,38 @@ class TestSubmissionPages:
         assert response.status_code == 302
         assert list(submission.candidates.values_list("item_id", flat=True)) == [silver_item.pk]
 
+    def test_a_photo_of_two_coins_shows_both_and_lets_the_user_pick_the_other(
+        self, client, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        from tests.identification.test_services import two_coins_png
+
+        pipeline = FakePipeline(objects=2)
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        upload = SimpleUploadedFile("coins.png", two_coins_png(3, 4), content_type="image/png")
+        submission = services.submission_create(files=[upload], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "We found 2 objects in this photo" in html and "(number 1)" in html
+        # The photo is stored as received (240 × 120): the boxes are drawn in its pixels.
+        assert 'viewBox="0 0 240 120"' in html
+        assert '<rect class="object chosen" x="0" y="0" width="120" height="120"/>' in html
+        assert '<rect class="object" x="120" y="0" width="120" height="120"/>' in html
+        assert 'name="index" value="1"' in html and 'name="index" value="0"' not in html
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(f"/identify/{submission.pk}/object/", {"position": 0, "index": 1}, follow=True)
+        assert response.redirect_chain[-1][0] == submission.get_absolute_url()
+        assert "Object 2 it is" in response.content.decode()
+        assert pipeline.choices[-1] == 1
+        assert '<rect class="object chosen" x="120"' in client.get(submission.get_absolute_url()).content.decode()
+
+    def test_a_bad_pick_is_explained_not_a_server_error(self, client, fake_pipeline):
+        submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        for data, message in (({"position": 0, "index": 5}, "No such object"), ({"index": "x"}, "Pick one")):
+            response = client.post(f"/identify/{submission.pk}/object/", data, follow=True)
+            assert response.status_code == 200 and message in response.content.decode()
+        assert client.post("/identify/00000000-0000-0000-0000-000000000000/object/", {}).status_code == 404
+        assert "We found" not in client.get(submission.get_absolute_url()).content.decode()  # one object: no map
+
     def test_an_unknown_submission_is_404(self, client):
         assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404

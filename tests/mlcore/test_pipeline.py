@@ -67,6 +67,24 @@ class TestCataloguePath:
         assert set(STEPS) <= set(result.timings)
         assert "embedding" in result.model_versions
 
+    def test_the_user_can_pick_another_of_several_coins(self, pretrained_dir, ans_dir):
+        from mlcore.dataset import load_ans_layout
+
+        first, second = load_ans_layout(ans_dir, limit=2)
+        photo = Image.new("RGB", (760, 340), "white")  # two catalogue coins side by side, a gap between
+        photo.paste(Image.open(first.images["obverse"]).convert("RGB"), (10, 20))
+        photo.paste(Image.open(second.images["obverse"]).convert("RGB"), (450, 20))
+        pipeline = Pipeline(pretrained_dir)
+        kwargs = {"known_side": "obverse", "assume_upright": True}
+        likeliest = pipeline.process(photo, **kwargs)
+        assert len(likeliest.detections) == 2 and likeliest.chosen == 0
+        other = pipeline.process(photo, choose=1, **kwargs)
+        assert other.chosen == 1
+        centres = {(box[0] + box[2]) // 2 < 380 for box in (likeliest.crop_box, other.crop_box)}
+        assert centres == {True, False}  # one coin on the left, the other on the right
+        assert float(likeliest.embedding @ other.embedding) < 0.99
+        assert pipeline.process(photo, choose=7, **kwargs).chosen == 0  # no such object: the likeliest
+
     def test_the_same_photo_gives_the_same_embedding_from_bytes_path_or_image(self, pretrained_dir, photo):
         pipeline = Pipeline(pretrained_dir)
         kwargs = {"known_side": "reverse", "assume_upright": True}

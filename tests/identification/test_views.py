@@ -165,5 +165,14 @@ class TestSubmissionPages:
         assert client.post("/identify/00000000-0000-0000-0000-000000000000/object/", {}).status_code == 404
         assert "We found" not in client.get(submission.get_absolute_url()).content.decode()  # one object: no map
 
+    def test_no_candidates_says_why(self, client, fake_pipeline):
+        submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)  # an empty catalogue
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "No candidates" in html and "nothing to compare your photo with" in html
+        Submission.objects.filter(pk=submission.pk).update(filters={"material": "gold"})
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "No catalogue item matches these filters" in html
+
     def test_an_unknown_submission_is_404(self, client):
         assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404

@@ -101,6 +101,21 @@ class TestSubmissionPages:
         assert 'data-rotate="-30.0"' in html  # the catalogue image turned to the query's orientation
         assert "None of these look right?" in html
         assert "a@example.org" not in html
+        assert '<span title="Material">Gold</span>' in html  # the candidate's key metadata
+
+    def test_the_evidence_page_reads_candidates_in_a_fixed_number_of_queries(
+        self, client, fake_pipeline, django_assert_max_num_queries
+    ):
+        gold = make_concept("material", "Gold")
+        for seed in range(20, 28):
+            item = make_item(concepts=[gold, make_concept("mint", f"Mint {seed}")])
+            catalogue_image(item, seed, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(20)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        assert submission.candidates.count() == 8
+        with django_assert_max_num_queries(12):  # not one per candidate
+            html = client.get(submission.get_absolute_url()).content.decode()
+        assert html.count('<span title="Mint">') == 8
 
     def test_a_candidate_moved_by_its_metadata_shows_by_how_much(self, client, fake_pipeline):
         for seed in (8, 9):

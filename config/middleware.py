@@ -1,4 +1,5 @@
-"""Security headers Django 5.2 does not set itself: Content-Security-Policy and Permissions-Policy.
+"""Security headers Django 5.2 does not set itself (Content-Security-Policy, Permissions-Policy), and a
+limit on the size of a request.
 
 Django's SecurityMiddleware and XFrameOptionsMiddleware already send ``X-Content-Type-Options``,
 ``Referrer-Policy``, ``Cross-Origin-Opener-Policy`` and ``X-Frame-Options`` (see settings). This
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
+from django.shortcuts import render
 
 # Only these types may come out of the media folder (all derivatives are re-encoded JPEG/PNG/WebP).
 MEDIA_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
@@ -67,3 +69,30 @@ class SecurityHeadersMiddleware:
         response.headers["Content-Security-Policy"] = MEDIA_POLICY
         response.headers["Content-Disposition"] = "inline"
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a request whose body is larger than ``OBVERSE_MAX_REQUEST_BYTES`` with 413, unread.
+
+    Django checks each uploaded file's size only after it has received the whole body (and spooled
+    the files to the temporary folder), so a 2 GB "photo" would be written to disk before being
+    refused. The declared Content-Length is checked first instead; Django reads no more than that.
+    API clients get the API's error shape, people a page that says what to do.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.limit = settings.OBVERSE_MAX_REQUEST_BYTES
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django itself treats an unreadable length as no body
+        if length <= self.limit:
+            return self.get_response(request)
+        megabytes = self.limit // (1024 * 1024)
+        message = f"The upload is too large: at most {megabytes} MB in one request (two photos)."
+        if request.path.startswith("/api/"):
+            return JsonResponse({"errors": {"images": [message]}}, status=413)
+        return render(request, "413.html", {"message": message}, status=413)

@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.SecurityHeadersMiddleware",
+    # Last: refuses before any view hook reads the body (CSRF reads POST), inside the headers above.
+    "config.middleware.RequestSizeLimitMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -223,6 +225,9 @@ Q_CLUSTER = {
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))
 OBVERSE_PRIVATE_UPLOADS = Path(env_str("OBVERSE_PRIVATE_UPLOADS", str(VAR_DIR / "uploads")))  # never served
 OBVERSE_MAX_UPLOAD_BYTES = env_int("OBVERSE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+# A whole request (two photos and the form) may not be larger: refused with 413 before Django reads it,
+# so an oversized upload never fills the temporary folder (config.middleware.RequestSizeLimitMiddleware).
+OBVERSE_MAX_REQUEST_BYTES = env_int("OBVERSE_MAX_REQUEST_BYTES", 2 * OBVERSE_MAX_UPLOAD_BYTES + 1024 * 1024)
 OBVERSE_ANON_SUBMISSIONS_PER_HOUR = env_int("OBVERSE_ANON_SUBMISSIONS_PER_HOUR", 20)
 OBVERSE_PROCESSING_TIMEOUT_S = env_int("OBVERSE_PROCESSING_TIMEOUT_S", 540)  # below Q_CLUSTER timeout
 OBVERSE_PROCESSING_MAX_ATTEMPTS = env_int("OBVERSE_PROCESSING_MAX_ATTEMPTS", 3)

@@ -130,6 +130,24 @@ def test_a_refused_post_carries_the_headers_too(volunteer):
     assert response["X-Frame-Options"] == "DENY" and "Content-Security-Policy" in response
 
 
+@pytest.mark.parametrize("url", ["/identify/", "/api/v1/submissions/"])
+def test_a_request_larger_than_the_limit_is_refused_unread(client, url):
+    from identification.models import Submission
+
+    body = b"--x\r\nContent-Disposition: form-data; name=images; filename=a.jpg\r\n\r\nxx\r\n--x--\r\n"
+    declared = django_settings.OBVERSE_MAX_REQUEST_BYTES + 1  # as a 2 GB "photo" would declare itself
+    response = client.generic(
+        "POST", url, body, content_type="multipart/form-data; boundary=x", CONTENT_LENGTH=str(declared)
+    )
+    assert response.status_code == 413
+    assert "too large" in response.content.decode() and "Content-Security-Policy" in response
+    if url.startswith("/api/"):
+        assert "too large" in response.json()["errors"]["images"][0]
+    assert not Submission.objects.exists()
+    small = client.generic("POST", url, body, content_type="multipart/form-data; boundary=x")
+    assert small.status_code != 413  # within the limit: the view decides (here: a bad form)
+
+
 def test_the_identify_page_may_use_the_camera(client):
     response = client.get("/identify/")
     assert 'capture="environment"' in response.content.decode()

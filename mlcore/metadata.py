@@ -37,6 +37,9 @@ FILENAME = "metadata.json"
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_K = 20
 MIN_CALIBRATION_SAMPLES = 30
+# A concept kind beyond METADATA_FIELDS (region, dynasty, a gem's stone…) is predicted once this many
+# catalogue records carry it, with at least two different values (``metadata_fields``).
+MIN_FIELD_RECORDS = 30
 COVERAGES = (0.5, 0.8, 1.0)
 # Ranking bonus for metadata agreement (``agreement_bonuses``), in units of the query's own spread of
 # similarities; chosen on held-out types in balanced and skewed catalogues, docs/ml-notes.md.
@@ -251,6 +254,19 @@ class MetadataModel:
         )
 
 
+def metadata_fields(labels: Iterable[Mapping[str, str]], *, min_records: int = MIN_FIELD_RECORDS) -> list[str]:
+    """The fields to predict: METADATA_FIELDS, and every other kind with enough labelled examples."""
+    counts: dict[str, int] = defaultdict(int)
+    values: dict[str, set[str]] = defaultdict(set)
+    for record in labels:
+        for name, value in record.items():
+            if value:
+                counts[name] += 1
+                values[name].add(value)
+    extra = {name for name in counts if counts[name] >= min_records and len(values[name]) >= 2}
+    return sorted(set(METADATA_FIELDS) | extra)
+
+
 def metadata_fit(
     queries: Sequence[tuple[list[tuple[dict[str, str], float]], dict[str, str]]],
     *,
@@ -327,5 +343,7 @@ class MetadataPredictor(LazyModel):
         return {"name": self.name, "version": f"{self.version}/{self.trained_version}"}
 
     def predict(self, neighbours: Iterable[tuple[dict[str, str], float]]) -> dict[str, Prediction]:
+        """The trained fields (those with a calibration map), or METADATA_FIELDS before any training."""
         model = self.ensure_loaded()
-        return vote(neighbours, temperature=model.temperature, k=model.k, calibration=model.calibration)
+        fields = sorted(model.calibration) or list(METADATA_FIELDS)
+        return vote(neighbours, fields=fields, temperature=model.temperature, k=model.k, calibration=model.calibration)

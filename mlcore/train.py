@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
+from mlcore.dataset import CatalogueRecord, load_ans_layout
 from mlcore.pipeline import TURN_RESIDUAL
 from mlcore.setup_models import models_dir as default_models_dir
 from mlcore.side import FILENAME as SIDE_FILENAME
@@ -435,7 +435,7 @@ def train_all(
     from mlcore.embed import FILENAME as EMBED_FILENAME
     from mlcore.embed import Embedder
     from mlcore.metadata import FILENAME as METADATA_FILENAME
-    from mlcore.metadata import metadata_fit
+    from mlcore.metadata import metadata_fields, metadata_fit
 
     started = time.monotonic()
     models_dir = Path(models_dir)
@@ -672,8 +672,7 @@ def train_all(
                     catalogue, sides, folds, labels_of, fb_vectors[i], fb.sides[i], fb_folds[i], k=20
                 )
                 samples.append((neighbours, fb.labels[i]))
-        fields = sorted({name for labels in labels_of for name in labels} | set(METADATA_FIELDS))
-        metadata_model, metadata_metrics = metadata_fit(samples, fields=fields)
+        metadata_model, metadata_metrics = metadata_fit(samples, fields=metadata_fields(labels_of))
         metadata_model.save(staging / METADATA_FILENAME)
         parts["metadata"] = METADATA_FILENAME
         metrics["metadata"] = metadata_metrics

@@ -14,6 +14,7 @@ from mlcore.metadata import (
     agreement_bonuses,
     calibration_fit,
     calibration_report,
+    metadata_fields,
     metadata_fit,
     value_shares,
     vote,
@@ -179,10 +180,31 @@ class TestMetadataFit:
         assert loaded.calibration["mint"](0.7) == pytest.approx(model.calibration["mint"](0.7))
 
 
+class TestMetadataFields:
+    def test_other_kinds_are_predicted_once_enough_records_carry_two_values(self):
+        labels = [{"mint": "Rome", "region": ["Italy", "Syria"][i % 2], "dynasty": "Severan"} for i in range(30)]
+        labels += [{"stone": "Onyx"}] * 3
+        # region: 30 records, two values; dynasty: one value (nothing to tell apart); stone: 3 records.
+        assert metadata_fields(labels) == ["authority", "denomination", "material", "mint", "region"]
+        assert "region" not in metadata_fields(labels[1:])  # 29 records are too few
+
+    def test_the_fixed_fields_are_always_there(self):
+        assert metadata_fields([]) == ["authority", "denomination", "material", "mint"]
+
+
 class TestMetadataPredictor:
     def test_without_a_trained_version_it_returns_raw_shares(self, tmp_path):
         predictor = MetadataPredictor(tmp_path)
-        result = predictor.predict([({"mint": "Rome"}, 0.9), ({"mint": "Rome"}, 0.8)])
+        result = predictor.predict([({"mint": "Rome", "region": "Italy"}, 0.9), ({"mint": "Rome"}, 0.8)])
         assert result["mint"].value == "Rome"
         assert result["mint"].confidence == pytest.approx(1.0)
+        assert "region" not in result  # only the fixed fields until a training has calibrated others
         assert predictor.describe()["version"].endswith("uncalibrated")
+
+    def test_a_trained_version_predicts_the_fields_it_calibrated(self, tmp_path):
+        predictor = MetadataPredictor(tmp_path)
+        calibration = {"region": CalibrationMap([0.0, 1.0], [0.2, 0.8]), "mint": CalibrationMap.identity()}
+        predictor._model = MetadataModel(calibration=calibration)
+        result = predictor.predict([({"mint": "Rome", "region": "Italy", "dynasty": "Severan"}, 0.9)])
+        assert set(result) == {"mint", "region"}
+        assert result["region"].confidence == pytest.approx(0.8)  # calibrated, not the raw share 1.0

@@ -14,23 +14,28 @@ import threading
 from django.conf import settings
 
 _lock = threading.Lock()
-_pipelines: dict[tuple[str, bool], tuple[object, str | None]] = {}  # (models folder, enhance) → (pipeline, its version)
+# (models folder, enhance, pinned version or None) → (pipeline, the active version it was made for)
+_pipelines: dict[tuple[str, bool, str | None], tuple[object, str | None]] = {}
 
 
-def get_pipeline():
-    """The mlcore Pipeline for this process's models folder, for the version active now."""
+def get_pipeline(version: str | None = None):
+    """The mlcore Pipeline for this process's models folder: the active version's, or trained ``version``'s.
+
+    A version that is not active yet is what a re-index embeds the catalogue with before it is
+    activated (``manage.py reindex --model VERSION``), so searches never find an empty index.
+    """
     from mlcore.pipeline import Pipeline
     from mlcore.versions import active_version
 
-    key = (str(settings.OBVERSE_MODELS_DIR), settings.OBVERSE_ENHANCE)
+    key = (str(settings.OBVERSE_MODELS_DIR), settings.OBVERSE_ENHANCE, version)
     active = active_version(settings.OBVERSE_MODELS_DIR)  # one small file read: cheap next to any task
     with _lock:
         cached = _pipelines.get(key)
         if cached is None or cached[1] != active:
-            cached = _pipelines[key] = (
-                Pipeline(settings.OBVERSE_MODELS_DIR, use_enhance=settings.OBVERSE_ENHANCE),
-                active,
+            pipeline = Pipeline(
+                settings.OBVERSE_MODELS_DIR, use_enhance=settings.OBVERSE_ENHANCE, pinned_version=version
             )
+            cached = _pipelines[key] = (pipeline, active)
         return cached[0]
 
 

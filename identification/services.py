@@ -916,7 +916,6 @@ def models_train(
     """
     from identification.catalogue import catalogue_records
     from identification.pipeline import reset_pipeline
-    from mlcore.pipeline import Pipeline
     from mlcore.train import train_all
     from mlcore.versions import version_activate
 
@@ -928,8 +927,7 @@ def models_train(
     models_dir = settings.OBVERSE_MODELS_DIR
     report = train_all(records, models_dir=models_dir, seed=seed, progress=progress, feedback=feedback, activate=False)
     if reindex:
-        staged = Pipeline(models_dir, pinned_version=report.version)
-        _index_pending(staged, progress=progress)
+        _index_pending(get_pipeline(version=report.version), progress=progress)
     version_activate(models_dir, report.version)
     report.activated = True
     reset_pipeline()

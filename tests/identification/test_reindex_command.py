@@ -20,7 +20,13 @@ pytestmark = pytest.mark.django_db
 def pipeline(monkeypatch):
     pipeline = FakePipeline()
     pipeline.embedder = FakeEmbedder()  # its own: the tests change its version
-    monkeypatch.setattr("identification.management.commands.reindex.get_pipeline", lambda: pipeline)
+    pipeline.versions_asked = []
+
+    def get_pipeline(version=None):
+        pipeline.versions_asked.append(version)
+        return pipeline
+
+    monkeypatch.setattr("identification.management.commands.reindex.get_pipeline", get_pipeline)
     return pipeline
 
 
@@ -52,3 +58,36 @@ def test_limit_stops_early_and_recut_cuts_the_objects_out_again(pipeline):
     assert (pipeline.calls, pipeline.cutouts_embedded) == (calls + 2, 0)
     assert "1 catalogue images to embed" in _reindex()  # resumes with what is left
     assert services.catalogue_pending_images(model=("fake-pixels", "2")).count() == 0
+
+
+class TestModelVersion:
+    """--model VERSION embeds for a trained version before it is activated."""
+
+    @pytest.fixture
+    def versions(self, monkeypatch, tmp_path):
+        from mlcore.versions import VersionInfo
+
+        listed = [VersionInfo("20261201T000000Z-aaaa", tmp_path, "", active=True)]
+        listed.append(VersionInfo("20261202T000000Z-bbbb", tmp_path, "", active=False))
+        monkeypatch.setattr("identification.management.commands.reindex.list_versions", lambda models_dir: listed)
+
+    def test_it_embeds_with_the_named_version(self, pipeline, versions):
+        catalogue_image(make_item(), seed=920, pipeline=pipeline)
+        pipeline.embedder.version = "2"
+        assert "embedded 1, failed 0" in _reindex("--model", "20261202T000000Z-bbbb")
+        assert pipeline.versions_asked == ["20261202T000000Z-bbbb"]
+
+    def test_an_unknown_version_is_an_error_naming_the_list_command(self, pipeline, versions):
+        from django.core.management import CommandError
+
+        with pytest.raises(CommandError, match="mlcore.train --list"):
+            _reindex("--model", "nope")
+        assert pipeline.versions_asked == []
+
+    def test_pruning_for_a_version_that_is_not_active_is_refused(self, pipeline, versions):
+        from django.core.management import CommandError
+
+        catalogue_image(make_item(), seed=921, pipeline=pipeline)
+        with pytest.raises(CommandError, match="--prune"):
+            _reindex("--model", "20261202T000000Z-bbbb", "--prune")
+        assert ImageEmbedding.objects.count() == 1  # what search uses now is untouched

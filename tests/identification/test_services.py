@@ -673,7 +673,7 @@ class TestModelsTrain:
             )
 
         class StagedPipeline:
-            def __init__(self, models_dir, *, pinned_version=None):
+            def __init__(self, pinned_version):
                 self.pinned_version = pinned_version
                 self.embedder = SimpleNamespace(name="fake-pixels", version=f"2@{pinned_version}")
 
@@ -682,7 +682,10 @@ class TestModelsTrain:
             return True
 
         monkeypatch.setattr("mlcore.train.train_all", fake_train_all)
-        monkeypatch.setattr("mlcore.pipeline.Pipeline", StagedPipeline)
+        # The new version's pipeline (pinned), and after the switch the active one.
+        monkeypatch.setattr(
+            services, "get_pipeline", lambda version=None: StagedPipeline(version) if version else fake_pipeline
+        )
         monkeypatch.setattr(
             "mlcore.versions.version_activate", lambda models_dir, version: events.append(("activate", version))
         )

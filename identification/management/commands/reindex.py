@@ -1,12 +1,14 @@
-"""Embed every catalogue image with the active embedding model (resumable; search stays up)."""
+"""Embed every catalogue image with the active (or a given trained) model version (resumable; search stays up)."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from identification import services
 from identification.pipeline import get_pipeline
+from mlcore.versions import list_versions
 
 
 class Command(BaseCommand):
@@ -18,7 +20,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", help="Embedding model name to check against the pipeline's (informative).")
+        parser.add_argument(
+            "--model",
+            metavar="VERSION",
+            help="A trained version to embed for (default: the active one); embed a version trained with "
+            "`python -m mlcore.train --no-activate` before activating it, so search never finds an empty index.",
+        )
         parser.add_argument("--limit", type=int, help="Stop after this many images.")
         parser.add_argument(
             "--prune", action="store_true", help="Afterwards delete embeddings of other model versions."
@@ -31,10 +38,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, model=None, limit=None, prune=False, recut=False, **options):
-        pipeline = get_pipeline()
+        if model:
+            versions = {info.version: info for info in list_versions(settings.OBVERSE_MODELS_DIR)}
+            if model not in versions:
+                raise CommandError(f"No trained version {model!r}; `python -m mlcore.train --list` lists them.")
+            if prune and not versions[model].active:
+                raise CommandError("--prune with a version that is not active would delete what search uses now.")
+        pipeline = get_pipeline(version=model)
         active = services.embedding_version(pipeline)
-        if model and model != active[0]:
-            self.stderr.write(f"The pipeline's embedding model is {active[0]!r}, not {model!r}; using {active[0]!r}.")
         pending = services.catalogue_pending_images(model=active)
         ids = list(pending.values_list("pk", flat=True)[:limit] if limit else pending.values_list("pk", flat=True))
         self.stdout.write(f"{len(ids)} catalogue images to embed with {active[0]}@{active[1]}")

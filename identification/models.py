@@ -66,6 +66,9 @@ class Submission(models.Model):
     requester_email = models.EmailField(blank=True)
     notes = models.TextField(blank=True)
     filters = models.JSONField(default=dict, blank=True, help_text="Metadata filters the candidates were narrowed by.")
+    none_match_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sender said none of the candidates looks right (shown to reviewers)."
+    )
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -43,6 +43,13 @@ CANDIDATES = 8
 NEIGHBOUR_IMAGES = 80
 METADATA_NEIGHBOURS = 24
 ALLOWED_FILTER_KINDS = ("authority", "mint", "material", "denomination", "region")
+# Statuses in which a submission's candidates are shown to the sender and can still be judged.
+REVIEWABLE_STATUSES = (
+    SubmissionStatus.AWAITING_REVIEW,
+    SubmissionStatus.IN_REVIEW,
+    SubmissionStatus.NEEDS_EXPERT,
+    SubmissionStatus.PROPOSED,
+)
 
 
 class PermanentProcessingError(Exception):
@@ -759,6 +766,20 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
         images = list(submission.images.order_by("position"))
         _replace_candidates(submission, images, embedding_version(get_pipeline()))
     return submission
+
+
+def submission_none_match(*, submission_id) -> bool:
+    """The sender says none of the candidates looks right: recorded once, for the reviewers.
+
+    Reviewers see it beside the candidates (a hint towards "new item" or "not identifiable"); the
+    candidates themselves are kept. Returns whether this call recorded it (a second click does not).
+    """
+    recorded = Submission.objects.filter(
+        pk=submission_id, none_match_at__isnull=True, status__in=REVIEWABLE_STATUSES
+    ).update(none_match_at=timezone.now(), updated_at=timezone.now())
+    if not recorded and not Submission.objects.filter(pk=submission_id, none_match_at__isnull=False).exists():
+        raise ValidationError({"none_match": ["Candidates can be judged once processing has finished."]})
+    return bool(recorded)
 
 
 def submission_choose_object(*, submission_id, position: int, index: int) -> None:

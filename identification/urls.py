@@ -12,4 +12,5 @@ urlpatterns = [
     path("<uuid:pk>/status.json", views.submission_status, name="submission_status"),
     path("<uuid:pk>/recompute/", views.submission_recompute, name="submission_recompute"),
     path("<uuid:pk>/object/", views.submission_choose_object, name="submission_choose_object"),
+    path("<uuid:pk>/none-match/", views.submission_none_match, name="submission_none_match"),
 ]

@@ -155,6 +155,7 @@ def submission_detail(request: HttpRequest, pk) -> HttpResponse:
         "candidates": list(submission.candidates.all()),
         # Picking another object is offered until the first review (services.submission_choose_object).
         "can_choose_object": submission.status == SubmissionStatus.AWAITING_REVIEW and not submission.reviews.exists(),
+        "can_say_none_match": submission.status in services.REVIEWABLE_STATUSES,
         "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
     }
     return render(request, "identification/submission_detail.html", context)
@@ -203,4 +204,17 @@ def submission_choose_object(request: HttpRequest, pk) -> HttpResponse:
         else:
             number = form.cleaned_data["index"] + 1
             messages.success(request, f"Object {number} it is: your photo is being described again.")
+    return redirect("identification:submission_detail", pk=pk)
+
+
+@require_POST
+def submission_none_match(request: HttpRequest, pk) -> HttpResponse:
+    if selectors.submission_get(pk=pk) is None:
+        raise Http404("No such submission.")
+    try:
+        services.submission_none_match(submission_id=pk)
+    except ValidationError as exc:
+        messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+    else:
+        messages.success(request, "Thank you: the reviewers will see that none of these look right to you.")
     return redirect("identification:submission_detail", pk=pk)

@@ -106,6 +106,15 @@ class TestReviewPage:
         assert 'name="decision"' in html and "review/review.js" in html
         assert 'data-rotate="-30.0"' in html
 
+    def test_the_senders_none_match_is_shown_to_the_reviewer(self, client, volunteer):
+        from identification import services
+
+        submission = make_submission([make_item()])
+        client.force_login(volunteer)
+        assert "none of the candidates looks right" not in client.get(f"/review/{submission.pk}/").content.decode()
+        services.submission_none_match(submission_id=submission.pk)
+        assert "none of the candidates looks right" in client.get(f"/review/{submission.pk}/").content.decode()
+
     def test_its_query_count_does_not_grow_with_candidates_or_specimens(self, client, volunteer):
         from identification.models import Candidate
 

@@ -295,6 +295,29 @@ class TestRecompute:
             services.submission_recompute(submission_id=submission.pk, filters={})
 
 
+class TestNoneMatch:
+    def test_it_is_recorded_once_and_the_candidates_are_kept(self, fake_pipeline):
+        catalogue_image(make_item(), seed=820, pipeline=fake_pipeline)
+        submission = create(files=[upload(pattern_png(821))])
+        services.submission_process(submission_id=submission.pk)
+        assert services.submission_none_match(submission_id=submission.pk) is True
+        submission.refresh_from_db()
+        first = submission.none_match_at
+        assert first is not None and submission.candidates.count() == 1
+        assert services.submission_none_match(submission_id=submission.pk) is False  # a second click
+        submission.refresh_from_db()
+        assert submission.none_match_at == first
+
+    @pytest.mark.parametrize("status", [SubmissionStatus.RECEIVED, SubmissionStatus.FAILED, SubmissionStatus.RESOLVED])
+    def test_it_is_refused_where_there_are_no_candidates_to_judge(self, status):
+        submission = create()
+        Submission.objects.filter(pk=submission.pk).update(status=status)
+        with pytest.raises(ValidationError, match="processing has finished"):
+            services.submission_none_match(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.none_match_at is None
+
+
 def two_coins_png(left: int, right: int) -> bytes:
     """Two pictures side by side in one photo (the two-object fake finds each half)."""
     photo = Image.new("RGB", (240, 120))

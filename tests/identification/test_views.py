@@ -189,5 +189,19 @@ class TestSubmissionPages:
         html = client.get(submission.get_absolute_url()).content.decode()
         assert "No catalogue item matches these filters" in html
 
+    def test_the_sender_can_tell_the_reviewers_none_of_these_look_right(self, client, fake_pipeline):
+        catalogue_image(make_item(), seed=30, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(31)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        assert (
+            "Tell the reviewers none of these look right" in client.get(submission.get_absolute_url()).content.decode()
+        )
+        response = client.post(f"/identify/{submission.pk}/none-match/", follow=True)
+        html = response.content.decode()
+        assert "the reviewers will see that none of these look right" in html
+        assert "You told the reviewers" in html and "Tell the reviewers none" not in html
+        submission.refresh_from_db()
+        assert submission.none_match_at is not None
+
     def test_an_unknown_submission_is_404(self, client):
         assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404

@@ -133,6 +133,33 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
     assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
     assert result["reindex_s"] >= 0
     assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]
+    assert set(result["metadata_calibration"]) == set(result["metadata_accuracy"]) >= {"material"}
+    assert set(result["metadata_calibration"]["material"]["accuracy_at_coverage"]) == {"50%", "80%", "100%"}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_benchmark_answers_the_photos_of_a_queries_csv(ans_dir, tmp_path):
+    from mlcore.dataset import load_ans_layout
+
+    records = load_ans_layout(ans_dir, limit=6)
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    photo = Image.open(records[2].images["reverse"]).rotate(90)  # a "phone photo" of a catalogue coin
+    photo.save(folder / "q1.jpg")
+    (folder / "queries.csv").write_text(f"image,record_id,side\nq1.jpg,{records[2].record_id},reverse\n")
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir), "--no-train"]
+    cmd += ["--catalogue-limit", "6", "--queries", str(folder / "queries.csv"), "--out", str(out)]
+    env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0"}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["queries"] == 1 and result["pair_queries"] == 0 and result["train_s"] is None
+    assert 0.0 <= result["recall_at_1"] <= result["recall_at_8"] <= 1.0
+    # A row naming a coin outside the catalogue is a mistake in the CSV, not a miss.
+    (folder / "queries.csv").write_text("image,record_id\nq1.jpg,no.such.record\n")
+    failed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0 and "not in the catalogue: no.such.record" in failed.stderr
 
 
 @pytest.mark.slow

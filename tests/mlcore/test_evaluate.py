@@ -75,7 +75,7 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     out = tmp_path / "figures.json"
     argv = ["--dataset", str(ans_dir), "--limit", "30", "--out", str(out), "--quiet"]
     argv += ["--orientation-images", "12", "--orientation-rotations", "2", "--latency-samples", "1"]
-    argv += ["--rotation-sweep", "4"]
+    argv += ["--rotation-sweep", "4", "--segmenter", "model"]
     assert main(argv) == 0
     figures = json.loads(out.read_text())
     assert figures == json.loads(capsys.readouterr().out)
@@ -100,3 +100,10 @@ def test_it_runs_on_a_small_real_subset_and_reports_sane_figures(ans_dir, tmp_pa
     assert side["pairs"] > 0
     assert 0.0 <= side["pair_both_right_alone"] <= 1.0 and 0.0 <= side["pair_both_right_together"] <= 1.0
     assert figures["peak_memory_mb"] > 0
+    assert set(figures["metadata_accuracy"]) == set(figures["metadata_accuracy_at_coverage"]) >= {"material"}
+    for field, accuracy in figures["metadata_accuracy"].items():
+        at_coverage = figures["metadata_accuracy_at_coverage"][field]
+        assert 0.0 <= accuracy == at_coverage["100%"] <= 1.0
+    # U^2-Net-p cut the queries out (not their known masks): its masks against those.
+    assert figures["segmenter"] == "model" and figures["segmentation_misses"] >= 0
+    assert 0.8 <= figures["segmentation_iou_mean"] <= 1.0

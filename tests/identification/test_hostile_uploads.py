@@ -13,6 +13,7 @@ import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -104,6 +105,7 @@ REFUSED = [
     pytest.param(crafted_header("PNG", 100_000, 100_000), "bomb.png", "too large", id="png-bomb-100000x100000"),
     pytest.param(crafted_header("JPEG", 65_000, 65_000), "bomb.jpg", "too large", id="jpeg-bomb-65000x65000"),
     pytest.param(crafted_header("GIF", 60_000, 60_000), "bomb.gif", "too large", id="gif-bomb-60000x60000"),
+    pytest.param(crafted_header("JPEG", 10_000, 6_000), "big.jpg", "60 megapixels", id="jpeg-60-megapixels"),
     pytest.param(crafted_header("PNG", 20, 20), "tiny.png", "too small", id="tiny"),
     pytest.param(crafted_header("PNG", 20_000, 40), "strip.png", "too narrow", id="strip"),
     pytest.param(b"\x00\x13garbage" * 64, "coin.jpg", "not an image", id="garbage"),
@@ -180,6 +182,41 @@ class TestDamagedPixelsFailInTheWorker:
             with field.open("rb") as fh:
                 stored = fh.read()
             assert b"PK\x03\x04" not in stored and b"<script" not in stored
+
+
+def _unusual(kind: str) -> bytes:
+    """Valid photos in the modes and formats phones, scanners and editors produce besides 8-bit RGB."""
+    base = Image.open(io.BytesIO(pattern_png(7, size=200))).convert("RGB")
+    buffer = io.BytesIO()
+    if kind == "cmyk-jpeg":
+        base.convert("CMYK").save(buffer, format="JPEG")
+    elif kind == "16-bit-png":
+        grey = np.asarray(base.convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(grey).save(buffer, format="PNG")  # mode I;16
+    elif kind == "animated-gif":
+        frames = [base.convert("P"), base.rotate(90).convert("P")]
+        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    elif kind == "palette-png-with-transparency":
+        palette = base.convert("P")
+        palette.info["transparency"] = 0
+        palette.save(buffer, format="PNG", transparency=0)
+    return buffer.getvalue()
+
+
+class TestUnusualButValidPhotos:
+    """Each is accepted, processed to the end and shown as an ordinary sRGB photo: nothing to refuse."""
+
+    @pytest.mark.parametrize("kind", ["cmyk-jpeg", "16-bit-png", "animated-gif", "palette-png-with-transparency"])
+    def test_it_is_processed_like_any_photo(self, fake_pipeline, kind):
+        submission = _create([_upload(_unusual(kind), f"coin.{kind.rsplit('-', 1)[-1]}")])
+        services.submission_process(submission_id=submission.pk)
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.AWAITING_REVIEW, submission.error
+        image = submission.images.get()
+        with image.original.open("rb") as fh:
+            shown = Image.open(io.BytesIO(fh.read()))
+            assert shown.format == "JPEG" and shown.mode == "RGB" and shown.size == (200, 200)
+        assert fake_pipeline.calls == 1
 
 
 hostile_uploads = st.builds(

@@ -234,7 +234,7 @@ OBVERSE_PROCESSING_MAX_ATTEMPTS = env_int("OBVERSE_PROCESSING_MAX_ATTEMPTS", 3)
 # A received submission untouched this long with no queued task was lost by the queue: the sweep requeues it.
 OBVERSE_SWEEP_RECEIVED_AFTER_S = env_int("OBVERSE_SWEEP_RECEIVED_AFTER_S", 300)
 # Classical clean-up (upscale, median, unsharp) of small coins before they are described: off, as it
-# did not raise recall on phone-like photos (docs/ml-notes.md, "Enhancement").
+# did not raise recall on phone-like photos (docs/ml-notes.md, "Enhancement, with and without").
 OBVERSE_ENHANCE = env_bool("OBVERSE_ENHANCE", False)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background

@@ -114,9 +114,11 @@ def on_neutral_of(cutout: Image.Image) -> Image.Image:
 class Pipeline:
     """All mlcore parts composed; thread-safe lazy loading (one instance per worker process).
 
-    ``use_enhance`` switches the enhancement step on for small coins. It is off by default: it
-    stays off the identification path until a measurement on phone-like queries shows that it
-    raises recall (see ``mlcore.enhance``). The step is reported to ``on_step`` either way.
+    ``use_enhance`` switches the enhancement step on for small coins. It is off by default: on the
+    real path it left recall@8 unchanged on two seeds (docs/ml-notes.md, "Enhancement, with and
+    without"). The step is reported to ``on_step`` either way. ``embed_cutout`` and ``query_turns``
+    start from a stored cut-out, whose coin size in the photo is no longer known, and never enhance:
+    with it on, re-index with ``reindex --recut``.
     ``use_orientation`` can turn the upright step off (then queries keep their photographed angle).
     ``rotation_turns`` and ``rotation_prior``: the rotation search's query (``query_turns``).
     """

@@ -22,7 +22,7 @@ def main() -> None:
     from tests.identification.fakes import FakePipeline
 
     fake = FakePipeline()
-    pipeline.get_pipeline = services.get_pipeline = lambda: fake
+    pipeline.get_pipeline = services.get_pipeline = lambda version=None: fake
     execute_from_command_line([sys.argv[0], *sys.argv[1:]])
 
 

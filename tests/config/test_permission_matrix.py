@@ -225,6 +225,10 @@ MATRIX: dict[str, Row] = {
     "identify/<uuid:pk>/recompute/": Row(
         "/identify/{waiting}/recompute/", get=everyone(405), post=everyone(302), data={"authority": ""}
     ),
+    "identify/<uuid:pk>/object/": Row(
+        "/identify/{waiting}/object/", get=everyone(405), post=everyone(302), data={"position": "0", "index": "0"}
+    ),
+    "identify/<uuid:pk>/none-match/": Row("/identify/{waiting}/none-match/", get=everyone(405), post=everyone(302)),
     # Review: volunteers; proposals, dashboard and history: curators.
     "review/": Row("/review/", get=signed_in(200), post=signed_in(405)),
     "review/next/": Row("/review/next/", **VOLUNTEER_ACTION),

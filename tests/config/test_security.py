@@ -292,6 +292,12 @@ def csrf_forms(world: World) -> dict[str, tuple[str | None, str, callable]]:
         "identification:identify": (None, "/identify/", lambda: {"photo_1": photo(), "side_1": "unknown", **contact}),
         "identification:identify_example": (None, "/identify/examples/{example}/", dict),
         "identification:submission_recompute": (None, "/identify/{waiting}/recompute/", lambda: {"authority": slug}),
+        "identification:submission_choose_object": (
+            None,
+            "/identify/{waiting}/object/",
+            lambda: {"position": "0", "index": "0"},
+        ),
+        "identification:submission_none_match": (None, "/identify/{waiting}/none-match/", dict),
         "review:queue_next": ("volunteer", "/review/next/", dict),
         "review:claim": ("volunteer", "/review/{waiting}/claim/", dict),
         "review:release": ("volunteer", "/review/{waiting}/release/", dict),

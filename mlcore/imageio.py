@@ -9,7 +9,8 @@ Choices (documented because callers rely on them):
 
 * Only raster photo formats are accepted (JPEG/MPO, PNG, WebP, GIF, TIFF, BMP). Everything else —
   SVG, PDF, text, HEIC (no decoder here), EPS (would run Ghostscript) — is refused.
-* Limits are checked on the header, before any pixel is decoded (decompression bombs). Pillow's own
+* Limits are checked on the header, before any pixel is decoded (decompression bombs); JPEGs may be
+  larger than other formats, as they are decoded reduced (below). Pillow's own
   bomb check (``Image.MAX_IMAGE_PIXELS``) stays in force as a second net and is reported the same way.
   ``probe_image`` runs only these header checks, cheaply enough for the web request that receives an
   upload; ``decode_image`` runs them again and then decodes.
@@ -65,6 +66,9 @@ class DecodeLimits:
 
     max_bytes: int = 25 * 2**20
     max_pixels: int = 50_000_000
+    # JPEGs (and MPOs) are decoded reduced in the DCT domain (``draft``): a 150-megapixel photo costs
+    # what a ~38-megapixel one does, so phones' 50–200 MP modes and 61 MP cameras are not refused.
+    max_pixels_jpeg: int = 150_000_000
     min_side: int = 32
     max_side: int = 4096
     # A strip thousands of times longer than wide is no photo of an object, and reducing it to
@@ -156,10 +160,11 @@ def _open_checked(fh: BinaryIO, head: bytes, limits: DecodeLimits) -> Image.Imag
     except DECODER_ERRORS as exc:
         raise ImageDecodeError(NOT_AN_IMAGE) from exc
     width, height = image.size
-    if width * height > limits.max_pixels:
+    max_pixels = limits.max_pixels_jpeg if image.format in ("JPEG", "MPO") else limits.max_pixels
+    if width * height > max_pixels:
         raise ImageDecodeError(
             f"The photo is too large: {_megapixels(width * height)} megapixels "
-            f"(limit {_megapixels(limits.max_pixels)})."
+            f"(limit {_megapixels(max_pixels)}{'' if image.format in ('JPEG', 'MPO') else ' for ' + image.format})."
         )
     if min(width, height) < limits.min_side:
         raise ImageDecodeError(

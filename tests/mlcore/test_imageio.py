@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mlcore.imageio import DecodeLimits, ImageDecodeError, decode_image, encode_jpeg, encode_png
 
@@ -156,8 +156,22 @@ class TestDecodeImage:
             decode_image(data)
 
     def test_it_rejects_a_header_claiming_too_many_pixels(self):
-        with pytest.raises(ImageDecodeError, match=r"too large: 60 megapixels \(limit 50\)"):
+        with pytest.raises(ImageDecodeError, match=r"too large: 60 megapixels \(limit 50 for PNG\)"):
             decode_image(_png_header_only(10_000, 6_000))
+
+    def test_a_60_megapixel_jpeg_is_decoded_reduced_not_refused(self):
+        # A 61 MP camera or a phone's 50+ MP mode: decoded at half scale in the DCT domain, then reduced.
+        photo = Image.new("L", (9_000, 6_800), 90)
+        ImageDraw.Draw(photo).ellipse((2_000, 1_000, 7_000, 6_000), fill=200)
+        decoded = decode_image(_bytes(photo, "JPEG"))
+        assert decoded.size == (4_096, 3_095) and decoded.mode == "RGB"
+        assert decoded.getpixel((2_048, 1_548))[0] > 180  # the disc, where it was
+
+    def test_a_jpeg_beyond_its_own_limit_is_refused(self):
+        from tests.mlcore.test_imageio_fuzz import crafted_header
+
+        with pytest.raises(ImageDecodeError, match=r"too large: 160 megapixels \(limit 150\)"):
+            decode_image(crafted_header("JPEG", 16_000, 10_000))
 
     def test_it_rejects_a_decompression_bomb_beyond_pillows_own_limit(self):
         with pytest.raises(ImageDecodeError, match="too large: 400 megapixels"):

@@ -516,19 +516,15 @@ def evaluate(
 
 
 def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: list[Image.Image]) -> dict[str, Any]:
-    """Accuracy of H6's side classifier on the upright query cut-outs, when a trained one is active."""
-    try:
-        from mlcore.setup_models import ModelFileError
-        from mlcore.side import SideClassifier
-    except ImportError:
-        return {"skipped": "mlcore.side is not available"}
+    """Accuracy of the active version's side classifier on the upright query cut-outs (skipped when untrained)."""
+    from mlcore.setup_models import ModelFileError
+    from mlcore.side import SideClassifier
+
     try:
         classifier = SideClassifier(models_dir)
         predictions = classifier.predict(upright) if upright else []
     except ModelFileError as exc:
         return {"skipped": str(exc)}
-    except Exception as exc:  # an optional part written elsewhere must not sink the evaluation
-        return {"skipped": f"side classifier failed: {exc!r}"}
     correct = [p[0] == q.side for p, q in zip(predictions, queries, strict=True)]
     return {
         "accuracy": round(float(np.mean(correct)), 4) if correct else None,

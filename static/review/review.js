@@ -44,6 +44,7 @@
       state.image = Math.max(0, Math.min(state.image, images.length - 1));
       var im = images[state.image];
       if (im.url && imgC.getAttribute("src") !== im.url) imgC.src = im.url;
+      imgC.hidden = !imgC.getAttribute("src");  // no image yet: no broken-image icon
       imgC.style.transform = transform(baseRotation());
       imgC.classList.toggle("photo", !im.is_cutout);
       capC.textContent = "#" + c.rank + " " + c.label + " · " + (im.record_id || "no image") +

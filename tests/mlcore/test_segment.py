@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,19 @@ class TestSegmenterModel:
         from skimage import data
 
         detections = segmenter.find_objects(Image.fromarray(data.coins()).convert("RGB"))
-        assert len(sensible_coins(detections)) == 24
+        coins = sensible_coins(detections)
+        assert len(coins) == 24
+        # Each one a whole coin (not a half of one, nor two together), in the photo's 4 rows of 6.
+        for coin in coins:
+            x0, y0, x1, y1 = coin.box
+            assert min(x1 - x0, y1 - y0) >= 30 and 0.75 <= (x1 - x0) / (y1 - y0) <= 1.33, coin.box
+        rows = Counter(round((coin.box[1] + coin.box[3]) / 2 / 70) for coin in coins)
+        assert sorted(rows.values()) == [6, 6, 6, 6], rows
+        for i, a in enumerate(coins):
+            for b in coins[i + 1 :]:
+                overlap_x = min(a.box[2], b.box[2]) - max(a.box[0], b.box[0])
+                overlap_y = min(a.box[3], b.box[3]) - max(a.box[1], b.box[1])
+                assert overlap_x <= 4 or overlap_y <= 4, (a.box, b.box)  # no coin found twice
 
     @pytest.mark.data
     @pytest.mark.parametrize("kind", ["white", "wood", "clutter"])

@@ -141,6 +141,17 @@ def _is_markup(upload: UploadedFile) -> bool:
     return stripped.startswith(b"<") or any(signature in head.lower() for signature in MARKUP_SIGNATURES)
 
 
+def decode_limits():
+    """The photo limits of this site: mlcore's, with the upload size the settings allow.
+
+    The upload check and the worker's decoding use the same ones, so a photo accepted at the door is
+    not refused by the worker for its size.
+    """
+    from mlcore.imageio import DecodeLimits
+
+    return DecodeLimits(max_bytes=settings.OBVERSE_MAX_UPLOAD_BYTES)
+
+
 def submission_validate(
     *,
     files: Sequence[UploadedFile],
@@ -156,7 +167,7 @@ def submission_validate(
     Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details and the
     anonymous rate limit. Decoding is the worker's, which fails the submission if the pixels are damaged.
     """
-    from mlcore.imageio import DecodeLimits, ImageDecodeError, probe_image
+    from mlcore.imageio import ImageDecodeError, probe_image
 
     errors: dict[str, list[str]] = {}
     if not files:
@@ -178,7 +189,7 @@ def submission_validate(
                 # The header only (format, dimensions): documents, bombs and tiny or strip-shaped
                 # pictures are refused here, with nothing stored; damaged pixel data is the worker's.
                 try:
-                    probe_image(upload, limits=DecodeLimits(max_bytes=settings.OBVERSE_MAX_UPLOAD_BYTES))
+                    probe_image(upload, limits=decode_limits())
                 except ImageDecodeError as exc:
                     errors.setdefault("images", []).append(f"{upload.name}: {exc}")
     if sides and len(sides) != len(files):
@@ -394,7 +405,7 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
 
     with private_uploads().open(image.upload_path, "rb") as fh:
         data = fh.read()
-    decoded = decode_image(data)
+    decoded = decode_image(data, limits=decode_limits())
     known_side = image.declared_side if image.declared_side != DeclaredSide.UNKNOWN else None
     result = pipeline.process(decoded, known_side=known_side, on_step=on_step, choose=image.object_choice)
     # Derived files are overwritten on a rerun (same names), never duplicated.

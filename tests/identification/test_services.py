@@ -108,6 +108,21 @@ class TestSubmissionCreate:
 
 
 class TestSubmissionProcess:
+    def test_the_worker_decodes_with_the_upload_limit_the_door_accepted(self, fake_pipeline, settings, monkeypatch):
+        """A site that allows 30 MB photos must not have the worker refuse them at mlcore's default 25 MB."""
+        import mlcore.imageio
+
+        settings.OBVERSE_MAX_UPLOAD_BYTES = 30 * 2**20
+        seen = []
+        decode = mlcore.imageio.decode_image
+        monkeypatch.setattr(
+            mlcore.imageio, "decode_image", lambda data, limits: seen.append(limits) or decode(data, limits=limits)
+        )
+        submission = create()
+        services.submission_process(submission_id=submission.pk)
+        assert [limits.max_bytes for limits in seen] == [30 * 2**20]
+        assert services.decode_limits().max_bytes == 30 * 2**20
+
     def test_it_finds_the_matching_item_first_and_records_the_evidence(self, fake_pipeline):
         silver = make_concept("material", "Silver")
         items = [make_item(concepts=[silver] if i == 3 else []) for i in range(6)]

@@ -17,6 +17,22 @@ class SubmissionCreateSerializer(serializers.Serializer):
     requester_email = serializers.EmailField(required=False, allow_blank=True)
 
 
+class CandidateFiltersSerializer(serializers.Serializer):
+    """Input of POST …/candidates/: concept slugs of each kind (as in the item API); blank means any."""
+
+    authority = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    mint = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    material = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    denomination = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class ObjectChoiceSerializer(serializers.Serializer):
+    """Input of POST …/objects/: which photo (its ``position``) and which of its ``objects`` (index)."""
+
+    image = serializers.IntegerField(min_value=0)
+    object = serializers.IntegerField(min_value=0)
+
+
 class CandidateItemSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     reference = serializers.CharField()
@@ -49,7 +65,9 @@ class SubmissionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Submission
-        fields = ["id", "status", "step", "error", "url", "created_at", "images", "candidates"]
+        fields = [
+            "id", "status", "step", "error", "url", "created_at", "filters", "none_match_at", "images", "candidates",
+        ]  # fmt: skip
 
     def get_url(self, obj: Submission) -> str:
         request = self.context.get("request")

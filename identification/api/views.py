@@ -1,9 +1,14 @@
-"""API v1 endpoints for submissions: create (multipart) and poll by UUID."""
+"""API v1 endpoints for submissions: create (multipart), poll by UUID, and the sender's three actions.
+
+The actions are those of the result page, for partners who never open it: narrow the candidates
+by metadata, pick another object of a several-coin photo, say that no candidate looks right. As on
+the page, the submission's unguessable UUID is what grants them.
+"""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -11,7 +16,12 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from identification import selectors, services
-from identification.api.serializers import SubmissionCreateSerializer, SubmissionSerializer
+from identification.api.serializers import (
+    CandidateFiltersSerializer,
+    ObjectChoiceSerializer,
+    SubmissionCreateSerializer,
+    SubmissionSerializer,
+)
 
 
 class SubmissionAnonThrottle(AnonRateThrottle):
@@ -30,6 +40,10 @@ def _errors(detail) -> dict:
     return {"errors": detail}
 
 
+# The error shape of every endpoint here, for the OpenAPI schema.
+ERRORS = inline_serializer("SubmissionErrors", {"errors": serializers.DictField()})
+
+
 class SubmissionCreateView(APIView):
     """POST a photo (or both sides) of a specimen to identify; poll the returned URL for the result."""
 
@@ -44,7 +58,7 @@ class SubmissionCreateView(APIView):
                 "SubmissionCreated",
                 {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
             ),
-            400: inline_serializer("SubmissionErrors", {"errors": serializers.DictField()}),
+            400: ERRORS,
             503: inline_serializer("SubmissionStorageUnavailable", {"errors": serializers.DictField()}),
             507: inline_serializer("SubmissionStorageFull", {"errors": serializers.DictField()}),
         },
@@ -94,3 +108,63 @@ class SubmissionDetailView(APIView):
         if submission is None:
             return Response({"errors": {"id": ["No such submission."]}}, status=status.HTTP_404_NOT_FOUND)
         return Response(SubmissionSerializer(submission, context={"request": request}).data)
+
+
+class SubmissionActionView(APIView):
+    """Base of the sender's actions: an unknown UUID is a 404, a refused action a 400 naming why.
+
+    They share the upload's throttles (and so its budget): a re-search costs the worker's time too.
+    """
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [SubmissionAnonThrottle, SubmissionUserThrottle]
+    input_serializer: type[serializers.Serializer] | None = None
+    success_status = status.HTTP_200_OK
+
+    def act(self, pk, values: dict) -> None:
+        raise NotImplementedError
+
+    def post(self, request, pk):
+        if selectors.submission_get(pk=pk) is None:
+            return Response({"errors": {"id": ["No such submission."]}}, status=status.HTTP_404_NOT_FOUND)
+        values = {}
+        if self.input_serializer is not None:
+            serializer = self.input_serializer(data=request.data)
+            if not serializer.is_valid():
+                return Response(_errors(serializer.errors), status=status.HTTP_400_BAD_REQUEST)
+            values = serializer.validated_data
+        try:
+            self.act(pk, values)
+        except ValidationError as exc:
+            return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
+        submission = selectors.submission_get(pk=pk)
+        return Response(SubmissionSerializer(submission, context={"request": request}).data, status=self.success_status)
+
+
+@extend_schema_view(post=extend_schema(request=CandidateFiltersSerializer, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+class SubmissionCandidatesView(SubmissionActionView):
+    """Search again with metadata filters (concept slugs; a blank or missing field is no filter)."""
+
+    input_serializer = CandidateFiltersSerializer
+
+    def act(self, pk, values: dict) -> None:
+        services.submission_recompute(submission_id=pk, filters=values)
+
+
+@extend_schema_view(post=extend_schema(request=ObjectChoiceSerializer, responses={202: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+class SubmissionObjectView(SubmissionActionView):
+    """Describe another object found in a photo (``images[].objects``): processed again, poll as after upload."""
+
+    input_serializer = ObjectChoiceSerializer
+    success_status = status.HTTP_202_ACCEPTED
+
+    def act(self, pk, values: dict) -> None:
+        services.submission_choose_object(submission_id=pk, position=values["image"], index=values["object"])
+
+
+@extend_schema_view(post=extend_schema(request=None, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+class SubmissionNoneMatchView(SubmissionActionView):
+    """Tell the reviewers that none of the candidates looks right (recorded once; candidates are kept)."""
+
+    def act(self, pk, values: dict) -> None:
+        services.submission_none_match(submission_id=pk)

@@ -263,6 +263,16 @@ MATRIX: dict[str, Row] = {
     # Submissions API: anyone may submit (an empty one is refused, 400) and poll by UUID.
     "api/v1/submissions/": Row("/api/v1/submissions/", get=everyone(405), post=everyone(400)),
     "api/v1/submissions/<uuid:pk>/": Row("/api/v1/submissions/{waiting}/", **PUBLIC_PAGE),
+    # The sender's actions (the UUID grants them); an empty object choice is refused.
+    "api/v1/submissions/<uuid:pk>/candidates/": Row(
+        "/api/v1/submissions/{waiting}/candidates/", get=everyone(405), post=everyone(200)
+    ),
+    "api/v1/submissions/<uuid:pk>/objects/": Row(
+        "/api/v1/submissions/{waiting}/objects/", get=everyone(405), post=everyone(400)
+    ),
+    "api/v1/submissions/<uuid:pk>/none-match/": Row(
+        "/api/v1/submissions/{waiting}/none-match/", get=everyone(405), post=everyone(200)
+    ),
     "api/schema/": Row("/api/schema/", **PUBLIC_PAGE),
     "api/docs/": Row("/api/docs/", **PUBLIC_PAGE),
     # Accounts: an empty login form is shown again (200); logout is POST only.

@@ -385,6 +385,15 @@ def test_session_authenticated_api_posts_need_the_csrf_token(volunteer):
     assert response.status_code == 201
 
 
+def test_session_authenticated_api_actions_need_the_csrf_token(volunteer, world):
+    client = client_for(volunteer, enforce_csrf_checks=True)
+    url = f"/api/v1/submissions/{world.waiting.pk}/none-match/"
+    response = client.post(url)
+    assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+    assert Submission.objects.get(pk=world.waiting.pk).none_match_at is None
+    assert client.post(url, HTTP_X_CSRFTOKEN=csrf_token(client)).status_code == 200
+
+
 def test_token_and_anonymous_api_uploads_need_no_csrf_token(volunteer):
     """No cookie authenticates these requests, so a forged cross-site request gains nothing it could not do itself."""
     token = Token.objects.create(user=volunteer)

@@ -125,3 +125,93 @@ class TestDetail:
 
     def test_an_unknown_id_is_404(self, client):
         assert client.get(f"/api/v1/submissions/{uuid.uuid4()}/").status_code == 404
+
+
+class TestActions:
+    """The result page's three actions, for partners who never open it (the UUID grants them, as there)."""
+
+    def test_candidates_are_narrowed_by_metadata_and_searched_again(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks
+    ):
+        silver, gold = make_concept("material", "Silver"), make_concept("material", "Gold")
+        gold_item, silver_item = make_item(concepts=[gold]), make_item(concepts=[silver])
+        catalogue_image(gold_item, seed=700, pipeline=fake_pipeline)
+        catalogue_image(silver_item, seed=701, pipeline=fake_pipeline)
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client, images=[photo(700)]).json()
+        url = f"/api/v1/submissions/{created['id']}/candidates/"
+        response = client.post(url, {"material": silver.slug}, format="json")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["filters"] == {"material": silver.slug}
+        assert [c["item"]["id"] for c in body["candidates"]] == [silver_item.pk]
+        # No filter is the whole catalogue again.
+        body = client.post(url, {}, format="json").json()
+        assert body["filters"] == {} and body["candidates"][0]["item"]["id"] == gold_item.pk
+
+    def test_candidates_cannot_be_narrowed_before_processing_has_finished(self, client):
+        created = post(client).json()
+        response = client.post(f"/api/v1/submissions/{created['id']}/candidates/", {"material": "silver"})
+        assert response.status_code == 400
+        assert "processing has finished" in str(response.json()["errors"]["filters"])
+
+    def test_another_object_is_described(self, client, monkeypatch, django_capture_on_commit_callbacks):
+        from tests.identification.test_services import two_coins_png
+
+        left_item, right_item = make_item(), make_item()
+        catalogue_image(left_item, seed=800, pipeline=FakePipeline())
+        catalogue_image(right_item, seed=801, pipeline=FakePipeline())
+        pipeline = FakePipeline(objects=2)
+        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        two_coins = SimpleUploadedFile("two.png", two_coins_png(800, 801), content_type="image/png")
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client, images=[two_coins]).json()
+        detail = client.get(created["url"]).json()
+        assert [o["chosen"] for o in detail["images"][0]["objects"]] == [True, False]
+        assert detail["candidates"][0]["item"]["id"] == left_item.pk
+        url = f"/api/v1/submissions/{created['id']}/objects/"
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = client.post(url, {"image": 0, "object": 1}, format="json")
+        assert response.status_code == 202 and response.json()["status"] == "received"
+        assert len(callbacks) == 1  # queued for the worker, which runs here in sync mode
+        detail = client.get(created["url"]).json()
+        assert detail["status"] == "awaiting_review"
+        assert [o["chosen"] for o in detail["images"][0]["objects"]] == [False, True]
+        assert detail["candidates"][0]["item"]["id"] == right_item.pk
+
+    @pytest.mark.parametrize(
+        ("data", "field"),
+        [({"image": 0, "object": 5}, "object"), ({"image": 3, "object": 0}, "object"), ({"image": -1}, "image")],
+    )
+    def test_an_object_that_does_not_exist_is_400_naming_why(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks, data, field
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client).json()
+        response = client.post(f"/api/v1/submissions/{created['id']}/objects/", data, format="json")
+        assert response.status_code == 400 and field in response.json()["errors"]
+        assert Submission.objects.get(pk=created["id"]).status == "awaiting_review"
+
+    def test_none_match_is_recorded_once_for_the_reviewers(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client).json()
+        assert client.get(created["url"]).json()["none_match_at"] is None
+        url = f"/api/v1/submissions/{created['id']}/none-match/"
+        first = client.post(url)
+        assert first.status_code == 200 and first.json()["none_match_at"]
+        again = client.post(url)  # a second call changes nothing and is not an error
+        assert again.status_code == 200 and again.json()["none_match_at"] == first.json()["none_match_at"]
+
+    def test_none_match_waits_for_the_candidates(self, client):
+        created = post(client).json()
+        response = client.post(f"/api/v1/submissions/{created['id']}/none-match/")
+        assert response.status_code == 400 and "processing has finished" in str(response.json()["errors"])
+        assert Submission.objects.get(pk=created["id"]).none_match_at is None
+
+    @pytest.mark.parametrize("action", ["candidates", "objects", "none-match"])
+    def test_an_unknown_id_is_404_and_get_is_not_allowed(self, client, action):
+        assert client.post(f"/api/v1/submissions/{uuid.uuid4()}/{action}/").status_code == 404
+        created = post(client).json()
+        assert client.get(f"/api/v1/submissions/{created['id']}/{action}/").status_code == 405

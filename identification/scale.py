@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from config import throwaway_db
+from mlcore.lookup import NEIGHBOUR_IMAGES  # images read per query photo, as identification.services
 
 SIDES = ("obverse", "reverse")
 LABEL_KINDS = ("authority", "material", "mint", "denomination")
 MODEL_NAME, MODEL_VERSION = "mobilenetv2-imagenet", "bench-1"
-NEIGHBOUR_IMAGES = 80  # identification.services.NEIGHBOUR_IMAGES: images read per query photo
 TOP_ITEMS = 8  # identification.services.CANDIDATES
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64  # collection.ImageEmbedding's index
 STORAGE_KINDS = ("vector", "halfvec")  # plus "pca<k>", e.g. pca384

@@ -35,13 +35,14 @@ from identification.models import (
 )
 from identification.pipeline import get_pipeline
 
+# How many nearest images are read per turn before grouping them into items (several specimens of one
+# item must not crowd out other items), and how many vote for the metadata: mlcore's constants, so
+# that `python -m mlcore process --catalogue` ranks as the platform does (numpy only, no torch).
+from mlcore.lookup import METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES
+
 logger = logging.getLogger(__name__)
 
 CANDIDATES = 8
-# How many nearest images to read per side before grouping them into items: several specimens of
-# one item must not crowd out other items, so we read well beyond 8.
-NEIGHBOUR_IMAGES = 80
-METADATA_NEIGHBOURS = 24
 ALLOWED_FILTER_KINDS = ("authority", "mint", "material", "denomination", "region")
 # Statuses in which a submission's candidates are shown to the sender and can still be judged.
 REVIEWABLE_STATUSES = (

@@ -4,6 +4,11 @@ Writes ``detections.jpg`` (all objects found, the chosen one in green), ``mask.p
 ``cutout.png``, ``on_neutral.jpg``, ``upright.jpg``, ``enhanced.jpg`` (when enhancement ran) and
 ``result.json`` (side, angle, detections, timings, model versions): what a curator looks at to see
 why an identification went wrong. Exit status 2 for an unusable photo or when no coin is found.
+
+With ``--catalogue DIR`` (a folder in the ans-roman layout) the photo is also identified against
+it, in memory, as the platform ranks candidates (``mlcore.lookup``): ``result.json`` then holds the
+predicted metadata and the 8 best types, and ``candidates.jpg`` shows each beside the photo at the
+turn that matched. ``--index FILE`` keeps the catalogue's vectors between runs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ def process_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(args.models_dir, use_enhance=args.enhance)
+    catalogue = None
+    if args.catalogue is not None:
+        catalogue = _catalogue(pipeline, args)
+        if catalogue is None:
+            return 2
     try:
         image = decode_image(args.photo)
         result = pipeline.process(
@@ -72,9 +82,61 @@ def process_command(args: argparse.Namespace) -> int:
         "model_versions": result.model_versions,
         "files": sorted(name for name, data in files.items() if data is not None),
     }
+    shown = ["side", "side_confidence", "angle", "timings_ms"]
+    if catalogue is not None:
+        from mlcore.lookup import identify
+
+        summary.update(identify(pipeline, result, catalogue, exclude=args.exclude_record))
+        sheet = _candidate_sheet(result, summary["candidates"])
+        if sheet is not None:
+            (out / "candidates.jpg").write_bytes(encode_jpeg(sheet))
+            summary["files"] = sorted([*summary["files"], "candidates.jpg"])
+        shown += ["metadata", "candidates"]
     (out / "result.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("side", "side_confidence", "angle", "timings_ms")}, indent=2))
+    print(json.dumps({k: summary[k] for k in shown}, indent=2))
     return 0
+
+
+def _catalogue(pipeline, args: argparse.Namespace):
+    """The ``--catalogue`` folder embedded (or read from ``--index``); None, with a message, when unusable."""
+    from mlcore.dataset import load_ans_layout
+    from mlcore.lookup import build_catalogue
+
+    labels = Path(args.catalogue) / "labels.csv"
+    if not labels.is_file():
+        print(f"error: {labels} not found: --catalogue takes a folder in the ans-roman layout", file=sys.stderr)
+        return None
+    records = load_ans_layout(args.catalogue, limit=args.catalogue_limit)
+    if not any(r.images for r in records):
+        print(f"error: no catalogue photos found under {args.catalogue}", file=sys.stderr)
+        return None
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            print(f"… catalogue {done}/{total} photos", file=sys.stderr)
+
+    return build_catalogue(pipeline, records, cache=args.index, on_progress=progress)
+
+
+def _candidate_sheet(result, candidates: list[dict], size: int = 160):
+    """One row per candidate: the photo's cut-out at the turn that matched, then the catalogue photo."""
+    from PIL import Image
+
+    from mlcore.orientation import rotate_upright
+    from mlcore.pipeline import on_neutral_of
+
+    if not candidates:
+        return None
+    query = on_neutral_of(result.cutout)
+    sheet = Image.new("RGB", (2 * size, size * len(candidates)), (255, 255, 255))
+    for row, candidate in enumerate(candidates):
+        turned = rotate_upright(query, candidate["angle"]).resize((size, size))
+        sheet.paste(turned, (0, row * size))
+        with Image.open(candidate["photo"]) as photo:
+            photo = photo.convert("RGB")
+            photo.thumbnail((size, size))
+            sheet.paste(photo, (size + (size - photo.width) // 2, row * size + (size - photo.height) // 2))
+    return sheet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     process.add_argument("--enhance", action="store_true", help="Enhance small photos (off by default).")
     process.add_argument(
         "--object", type=int, help="Which object found is the coin (0: first in result.json; default: likeliest)."
+    )
+    process.add_argument("--catalogue", type=Path, help="Identify against this folder (ans-roman layout).")
+    process.add_argument("--catalogue-limit", type=int, help="Only the first N records of --catalogue.")
+    process.add_argument("--index", type=Path, help="Cache of the catalogue's vectors (.npz), reused when current.")
+    process.add_argument(
+        "--exclude-record", action="append", default=[], help="Leave this record out of the catalogue (repeatable)."
     )
     args = parser.parse_args(argv)
     if args.command == "process":

@@ -24,6 +24,11 @@ class CatalogueRecord:
     labels: dict[str, str] = field(default_factory=dict)  # metadata field → value
 
 
+def type_key(record: CatalogueRecord) -> str:
+    """The item a record belongs to: its type, or the record itself when it has none."""
+    return record.type_id or f"record:{record.record_id}"
+
+
 def load_ans_layout(directory: str | Path, *, limit: int | None = None) -> list[CatalogueRecord]:
     """Read ``labels.csv`` of a folder in the ans-roman layout; images missing on disk are skipped."""
     directory = Path(directory)

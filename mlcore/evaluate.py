@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout
+from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout, type_key
 from mlcore.degrade import degrade_with_truth, object_mask
 from mlcore.metadata import AGREEMENT_WEIGHT
 from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like, rotate_upright
@@ -72,10 +72,6 @@ def _hash_unit(*parts: object) -> float:
     """A stable pseudo-random number in [0, 1) from the parts (independent of Python's hash seed)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def type_key(record: CatalogueRecord) -> str:
-    return record.type_id or f"record:{record.record_id}"
 
 
 def select_records(records: Sequence[CatalogueRecord], *, limit: int | None, seed: int) -> list[CatalogueRecord]:

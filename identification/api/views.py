@@ -141,7 +141,11 @@ class SubmissionActionView(APIView):
         return Response(SubmissionSerializer(submission, context={"request": request}).data, status=self.success_status)
 
 
-@extend_schema_view(post=extend_schema(request=CandidateFiltersSerializer, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+@extend_schema_view(
+    post=extend_schema(
+        request=CandidateFiltersSerializer, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}
+    )
+)
 class SubmissionCandidatesView(SubmissionActionView):
     """Search again with metadata filters (concept slugs; a blank or missing field is no filter)."""
 
@@ -151,7 +155,9 @@ class SubmissionCandidatesView(SubmissionActionView):
         services.submission_recompute(submission_id=pk, filters=values)
 
 
-@extend_schema_view(post=extend_schema(request=ObjectChoiceSerializer, responses={202: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+@extend_schema_view(
+    post=extend_schema(request=ObjectChoiceSerializer, responses={202: SubmissionSerializer, 400: ERRORS, 404: ERRORS})
+)
 class SubmissionObjectView(SubmissionActionView):
     """Describe another object found in a photo (``images[].objects``): processed again, poll as after upload."""
 

@@ -334,3 +334,37 @@ class TestProcessCommand:
         code = mlcore_main(["process", str(bad), "--out", str(tmp_path / "o"), "--models-dir", str(pretrained_dir)])
         assert code == 2
         assert "error" in json.loads((tmp_path / "o" / "result.json").read_text())
+
+    def test_it_identifies_the_photo_against_a_catalogue_folder(self, trained_dir, ans_dir, tmp_path):
+        """`--catalogue`: metadata and the 8 best types as the platform ranks them, with a picture of each."""
+        from mlcore.dataset import load_ans_layout
+        from mlcore.degrade import degrade_like_phone
+
+        record = load_ans_layout(ans_dir, limit=8)[3]
+        query = tmp_path / "phone.jpg"
+        degrade_like_phone(Image.open(record.images["obverse"]), np.random.default_rng(5)).save(query)
+        common = ["--models-dir", str(trained_dir), "--catalogue", str(ans_dir), "--catalogue-limit", "8"]
+        index = tmp_path / "catalogue.npz"
+        assert mlcore_main(["process", str(query), "--out", str(tmp_path / "a"), *common, "--index", str(index)]) == 0
+        result = json.loads((tmp_path / "a" / "result.json").read_text())
+        candidates = result["candidates"]
+        assert [c["rank"] for c in candidates] == list(range(1, len(candidates) + 1)) and len(candidates) <= 8
+        assert len({c["type_id"] for c in candidates}) == len(candidates)  # items, not images
+        assert record.type_id in [c["type_id"] for c in candidates[:3]]
+        assert set(result["metadata"]) <= {"authority", "mint", "material", "denomination"} and result["metadata"]
+        assert all(0 <= m["confidence"] <= 1 for m in result["metadata"].values())
+        assert Image.open(tmp_path / "a" / "candidates.jpg").size == (320, 160 * len(candidates))
+        # The second run reads the catalogue's vectors from --index and ranks the same.
+        assert index.exists()
+        assert mlcore_main(["process", str(query), "--out", str(tmp_path / "b"), *common, "--index", str(index)]) == 0
+        assert json.loads((tmp_path / "b" / "result.json").read_text())["candidates"] == candidates
+        # A record left out is never a candidate (a photo of a catalogue specimen, judged fairly).
+        exclude = ["--exclude-record", record.record_id, "--index", str(index)]
+        assert mlcore_main(["process", str(query), "--out", str(tmp_path / "c"), *common, *exclude]) == 0
+        left_out = json.loads((tmp_path / "c" / "result.json").read_text())["candidates"]
+        assert not [c for c in left_out if c["image"].startswith(f"{record.record_id}:")]
+
+    def test_a_catalogue_folder_without_labels_is_refused(self, pretrained_dir, photo, tmp_path, capsys):
+        args = ["process", str(photo), "--out", str(tmp_path / "o"), "--models-dir", str(pretrained_dir)]
+        assert mlcore_main([*args, "--catalogue", str(tmp_path)]) == 2
+        assert "labels.csv" in capsys.readouterr().err

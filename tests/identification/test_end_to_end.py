@@ -152,10 +152,18 @@ def test_the_benchmark_answers_the_photos_of_a_queries_csv(ans_dir, tmp_path):
     cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir), "--no-train"]
     cmd += ["--catalogue-limit", "6", "--queries", str(folder / "queries.csv"), "--out", str(out)]
     env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0"}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    details = tmp_path / "details.jsonl"
+    subprocess.run([*cmd, "--details", str(details)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
     assert result["queries"] == 1 and result["pair_queries"] == 0 and result["train_s"] is None
     assert 0.0 <= result["recall_at_1"] <= result["recall_at_8"] <= 1.0
+    # --details: the query's truth and what it was answered, to look at the failures.
+    (row,) = [json.loads(line) for line in details.read_text().splitlines()]
+    assert row["record_id"] == records[2].record_id and row["type_id"] == records[2].type_id
+    assert row["sides"][0]["true"] == "reverse" and 1 <= len(row["candidates"]) <= 8
+    assert row["rank"] == (row["candidates"].index(row["type_id"]) + 1 if row["type_id"] in row["candidates"] else None)
+    assert (row["rank"] == 1) == (result["recall_at_1"] == 1.0)
+    assert result["misses"]["missed_at_1"] == (0 if row["rank"] == 1 else 1)
     # A row naming a coin outside the catalogue is a mistake in the CSV, not a miss.
     (folder / "queries.csv").write_text("image,record_id\nq1.jpg,no.such.record\n")
     failed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

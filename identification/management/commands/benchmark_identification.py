@@ -76,6 +76,9 @@ class Command(BaseCommand):
         parser.add_argument("--catalogue-limit", type=int, help="Import at most this many catalogue coins.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", help="Also write the JSON here.")
+        parser.add_argument(
+            "--details", help="Write one JSON line per query here (truth, rank, sides, candidates): the failures."
+        )
         parser.add_argument("--no-train", action="store_true", help="Use the models as they are (no training).")
         parser.add_argument(
             "--enhance",
@@ -167,10 +170,22 @@ class Command(BaseCommand):
 
         singles, pairs, latencies, sides, meta = [], [], [], [], defaultdict(list)
         single_sides, pair_sides = [], []  # a pair's two photos are decided together
+        details = []
         for query in queries:
             record = by_record.get(query["record_id"])
             type_id = record.type_id if record else query.get("type_id", "")
             outcome = self._answer(query, record)
+            ranked = outcome["ranked_uris"]
+            details.append(
+                {
+                    "record_id": query["record_id"],
+                    "type_id": type_id,
+                    "photos": len(query["photos"]),
+                    "sides": [{"predicted": predicted, "true": truth} for predicted, truth in outcome["sides"]],
+                    "rank": ranked.index(type_id) + 1 if type_id in ranked else None,
+                    "candidates": ranked,
+                }
+            )
             latencies.extend([outcome["latency_ms"] / len(query["photos"])] * len(query["photos"]))
             target = pairs if len(query["photos"]) == 2 else singles
             target.append((outcome["ranked_uris"], type_id))
@@ -183,6 +198,9 @@ class Command(BaseCommand):
                     meta[field].append((confidence, value == record.labels[field]))
 
         versions = _versions(pipeline)
+        if options.get("details"):
+            Path(options["details"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(options["details"]).write_text("".join(json.dumps(row) + "\n" for row in details))
         return {
             "queries": len(singles),
             "pair_queries": len(pairs),
@@ -202,6 +220,7 @@ class Command(BaseCommand):
                 for field, v in sorted(meta.items())
                 for report in [calibration_report(*zip(*v, strict=True))]
             },
+            "misses": _misses([row for row in details if row["photos"] == 1], labelled),
             "latency_ms_p50": _percentile(latencies, 50),
             "latency_ms_p95": _percentile(latencies, 95),
             "index_build_s": index_build_s,
@@ -284,6 +303,40 @@ class Command(BaseCommand):
             "metadata": metadata,
             "status": submission.status,
         }
+
+
+def _misses(rows: list[dict], labelled) -> dict:
+    """What the single photos that missed at rank 1 were taken for: how close the wrong first item was.
+
+    For each metadata field, the share of misses whose first candidate has the true type's value:
+    a miss that keeps ruler and denomination is a type told apart by a legend, a mint mark or a
+    control letter, which a 150-px phone photo rarely shows. Also how many were searched on the
+    wrong side, and where the true type was ranked (2–8, or not in the candidates).
+    """
+    labels = {record.type_id: record.labels for record in labelled if record.type_id}
+    missed = [row for row in rows if row["rank"] != 1]
+    if not missed:
+        return {"missed_at_1": 0}
+    first = [labels.get(row["candidates"][0], {}) if row["candidates"] else {} for row in missed]
+    truth = [labels.get(row["type_id"], {}) for row in missed]
+
+    def share(keys: tuple[str, ...]) -> float:
+        same = [all(t.get(k) and f.get(k) == t.get(k) for k in keys) for f, t in zip(first, truth, strict=True)]
+        return round(float(np.mean(same)), 4)
+
+    return {
+        "missed_at_1": len(missed),
+        "first_candidate_shares": {
+            **{field: share((field,)) for field in ("authority", "mint", "denomination", "material")},
+            "authority+denomination": share(("authority", "denomination")),
+            "authority+mint+denomination": share(("authority", "mint", "denomination")),
+        },
+        "wrong_side": round(
+            float(np.mean([any(s["true"] and s["predicted"] != s["true"] for s in r["sides"]) for r in missed])), 4
+        ),
+        "true_type_ranked_2_to_8": sum(1 for row in missed if row["rank"]),
+        "true_type_not_in_candidates": sum(1 for row in missed if not row["rank"]),
+    }
 
 
 def _versions(pipeline) -> dict:

@@ -61,21 +61,25 @@ def build_catalogue(
     paths = {image_id: str(r.images[side]) for image_id, r, side in wanted}
     index = InMemoryIndex()
     if cache is not None and cache.exists():
-        stored = np.load(cache, allow_pickle=False)
-        if str(stored["versions"]) == versions and set(stored["requested"].tolist()) == {i for i, _, _ in wanted}:
-            if len(stored["ids"]):
-                index.add(stored["ids"].tolist(), stored["vectors"], stored["items"].tolist(), stored["sides"].tolist())
-            return Catalogue(index, labels, paths)
+        with np.load(cache, allow_pickle=False) as stored:
+            current = str(stored["versions"]) == versions
+            if current and set(stored["requested"].tolist()) == {i for i, _, _ in wanted}:
+                if len(stored["ids"]):
+                    index.add(
+                        stored["ids"].tolist(), stored["vectors"], stored["items"].tolist(), stored["sides"].tolist()
+                    )
+                return Catalogue(index, labels, paths)
     ids, vectors, items, sides = [], [], [], []
     for done, (image_id, record, side) in enumerate(wanted, start=1):
         try:
             result = pipeline.process(record.images[side], known_side=side, assume_upright=True)
         except (ImageDecodeError, NoObjectFound):
-            continue
-        ids.append(image_id)
-        vectors.append(result.embedding)
-        items.append(type_key(record))
-        sides.append(side)
+            result = None
+        if result is not None:
+            ids.append(image_id)
+            vectors.append(result.embedding)
+            items.append(type_key(record))
+            sides.append(side)
         if on_progress is not None:
             on_progress(done, len(wanted))
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
@@ -104,7 +108,8 @@ def identify(pipeline, result, catalogue: Catalogue, *, exclude: Iterable[str] =
     ``exclude``: record ids left out of the catalogue (a photo of a catalogue specimen).
     """
     side = result.side if result.side in ("obverse", "reverse") else None
-    excluded = {image_id for image_id in catalogue.index.image_ids if image_id.rsplit(":", 1)[0] in set(exclude)}
+    left_out = set(exclude)
+    excluded = {image_id for image_id in catalogue.index.image_ids if image_id.rsplit(":", 1)[0] in left_out}
     nearest = catalogue.index.search(result.embedding, METADATA_NEIGHBOURS, side, exclude=excluded)
     predictions = pipeline.predict_metadata([(catalogue.labels.get(h.item_id, {}), h.score) for h in nearest])
     turns = result.turns

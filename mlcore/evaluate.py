@@ -28,7 +28,6 @@ Protocol (seeded; see docs/ml-notes.md):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import resource
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, load_ans_layout, type_key
+from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, hash_unit, load_ans_layout, split_types, type_key
 from mlcore.degrade import degrade_with_truth, object_mask
 from mlcore.metadata import AGREEMENT_WEIGHT
 from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like, rotate_upright
@@ -68,12 +67,6 @@ def estimate_from_probabilities(p: np.ndarray) -> tuple[float, float]:
     return (-turned) % 360.0, confidence
 
 
-def _hash_unit(*parts: object) -> float:
-    """A stable pseudo-random number in [0, 1) from the parts (independent of Python's hash seed)."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def select_records(records: Sequence[CatalogueRecord], *, limit: int | None, seed: int) -> list[CatalogueRecord]:
     """All records, or whole types in seeded order until ``limit`` records (so multi-specimen types stay whole)."""
     if not limit or limit >= len(records):
@@ -82,19 +75,14 @@ def select_records(records: Sequence[CatalogueRecord], *, limit: int | None, see
     for record in records:
         by_type[type_key(record)].append(record)
     # Multi-specimen types first (they make queries), interleaved with singletons (distractors).
-    multi = sorted((t for t, rs in by_type.items() if len(rs) > 1), key=lambda t: _hash_unit(seed, "pick", t))
-    single = sorted((t for t, rs in by_type.items() if len(rs) == 1), key=lambda t: _hash_unit(seed, "pick", t))
+    multi = sorted((t for t, rs in by_type.items() if len(rs) > 1), key=lambda t: hash_unit(seed, "pick", t))
+    single = sorted((t for t, rs in by_type.items() if len(rs) == 1), key=lambda t: hash_unit(seed, "pick", t))
     chosen: list[CatalogueRecord] = []
     while (multi or single) and len(chosen) < limit:
         for pool in (multi, single):
             if pool and len(chosen) < limit:
                 chosen += by_type[pool.pop(0)][: limit - len(chosen)]
     return chosen
-
-
-def split_types(records: Sequence[CatalogueRecord], *, seed: int, train_fraction: float) -> set[str]:
-    """Types whose seeded hash falls below ``train_fraction``: the ones learned parts may see."""
-    return {type_key(r) for r in records if _hash_unit(seed, "split", type_key(r)) < train_fraction}
 
 
 def _detection(mask: np.ndarray):
@@ -207,7 +195,7 @@ def evaluate(
             if type_key(record) in train_types:
                 if seen_train % every == 0 and len(orientation_pool) < orientation_images:
                     orientation_pool.append(cut)
-                if projection and _hash_unit(seed, "pair", record.record_id, side) < 0.5:
+                if projection and hash_unit(seed, "pair", record.record_id, side) < 0.5:
                     train_cutouts[(record.record_id, side)] = cut
                 seen_train += 1
             if len(batch) >= 32:
@@ -244,7 +232,7 @@ def evaluate(
     segmentation_ious: list[float] = []  # the model's mask against the known one (``--segmenter model``)
     for record in query_records:
         for side, path in sorted(record.images.items()):
-            rng = np.random.default_rng(int(_hash_unit(seed, "query", record.record_id, side) * 2**32))
+            rng = np.random.default_rng(int(hash_unit(seed, "query", record.record_id, side) * 2**32))
             with Image.open(path) as raw:
                 photo = degrade_with_truth(raw.convert("RGB"), rng)
             mask = photo.mask
@@ -641,7 +629,7 @@ def _latency(
     steps: dict[str, list[float]] = defaultdict(list)
     for record in records:
         side, path = sorted(record.images.items())[0]
-        rng = np.random.default_rng(int(_hash_unit(seed, "latency", record.record_id) * 2**32))
+        rng = np.random.default_rng(int(hash_unit(seed, "latency", record.record_id) * 2**32))
         with Image.open(path) as raw:
             photo = degrade_with_truth(raw.convert("RGB"), rng).image
         buffer = io.BytesIO()

@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from mlcore.setup_models import verify_all
+from mlcore.modelfiles import verify_all
 
 WORKER_STALE_AFTER = timedelta(minutes=2)
 

@@ -44,7 +44,7 @@ import psycopg
 
 from config import embedded_db, throwaway_db
 from config.stopping import SigtermExit
-from mlcore.setup_models import link_pretrained
+from mlcore.modelfiles import link_pretrained
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = BASE_DIR / "var" / "bench" / "stress.json"

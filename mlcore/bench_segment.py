@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from mlcore.modelfiles import models_dir as default_models_dir
 from mlcore.segment import Detection, Segmenter
-from mlcore.setup_models import models_dir as default_models_dir
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

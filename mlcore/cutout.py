@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -70,3 +71,11 @@ def make_cutout(image: Image.Image, detection: Detection, *, size: int = 384, ma
     rgba = Image.composite(rgb, neutral, visible).convert("RGBA")
     rgba.putalpha(mask)
     return Cutout(rgba=rgba, on_neutral=on_neutral, box=box, scale=scale)
+
+
+def rotate_upright(image: Image.Image, angle: float) -> Image.Image:
+    """``image`` turned ``angle`` degrees counter-clockwise about its centre, same size, corners neutral."""
+    if not angle % 360:
+        return image.copy()
+    fill: Any = NEUTRAL if image.mode == "RGB" else (*NEUTRAL, 0) if image.mode == "RGBA" else 128
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)

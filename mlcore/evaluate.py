@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlcore.cutout import rotate_upright
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, hash_unit, load_ans_layout, split_types, type_key
 from mlcore.degrade import degrade_with_truth, object_mask
 from mlcore.metadata import AGREEMENT_WEIGHT
-from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like, rotate_upright
+from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like
 from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS, TURN_RESIDUAL
 from mlcore.retrieval import InMemoryIndex, combine_sides, group_by_item, rerank_by_agreement, search_turns, turn_bonus
 
@@ -151,8 +152,8 @@ def evaluate(
     """Run the whole evaluation and return the figures as a JSON-ready dict (see the module docstring)."""
     from mlcore.backbone import Backbone
     from mlcore.embed import Embedder, projection_fit
+    from mlcore.modelfiles import models_dir as default_models_dir
     from mlcore.orientation import OrientationEstimator
-    from mlcore.setup_models import models_dir as default_models_dir
 
     started = time.monotonic()
     say = progress or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -501,7 +502,7 @@ def evaluate(
 
 def _side_accuracy(models_dir, backbone, queries: list[QueryImage], upright: list[Image.Image]) -> dict[str, Any]:
     """Accuracy of the active version's side classifier on the upright query cut-outs (skipped when untrained)."""
-    from mlcore.setup_models import ModelFileError
+    from mlcore.modelfiles import ModelFileError
     from mlcore.side import SideClassifier
 
     try:
@@ -614,8 +615,8 @@ def _latency(
     from mlcore.cutout import make_cutout
     from mlcore.embed import Embedder, embed_turns
     from mlcore.imageio import decode_image
+    from mlcore.modelfiles import ModelFileError
     from mlcore.segment import Segmenter
-    from mlcore.setup_models import ModelFileError
 
     segmenter = Segmenter(models_dir)
     embedder = Embedder(

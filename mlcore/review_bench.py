@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 from mlcore.dataset import CatalogueRecord, load_ans_layout
+from mlcore.modelfiles import link_pretrained
 from mlcore.retrieval import recall_at
-from mlcore.setup_models import link_pretrained
 from mlcore.train import (
     FEEDBACK_WEIGHT,
     FeedbackExample,
@@ -103,7 +103,7 @@ class _Arm:
         self.catalogue = self.project(catalogue_descriptors)
 
     def upright(self, photos: list[Image.Image]) -> list[Image.Image]:
-        from mlcore.orientation import rotate_upright
+        from mlcore.cutout import rotate_upright
 
         return [
             rotate_upright(photo, angle)
@@ -168,7 +168,7 @@ def run(
 ) -> dict[str, Any]:
     """The whole comparison (see the module docstring); returns the figures as a dict."""
     from mlcore.embed import Embedder
-    from mlcore.setup_models import models_dir as default_models_dir
+    from mlcore.modelfiles import models_dir as default_models_dir
 
     started = time.monotonic()
     records = load_ans_layout(dataset, limit=limit)

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from mlcore.dataset import CatalogueRecord, load_ans_layout
+from mlcore.modelfiles import models_dir as default_models_dir
 from mlcore.pipeline import TURN_RESIDUAL
-from mlcore.setup_models import models_dir as default_models_dir
 from mlcore.side import FILENAME as SIDE_FILENAME
 from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_net_fit
 from mlcore.versions import (
@@ -249,7 +249,7 @@ def feedback_pairs(
 
 def catalogue_mask(image: Image.Image, *, tolerance: int = 23) -> np.ndarray:
     """Boolean mask of the object in a studio photo on a plain background (largest blob, holes filled)."""
-    from mlcore.degrade import studio_mask
+    from mlcore.segment import studio_mask
 
     return studio_mask(image, tolerance=tolerance)
 

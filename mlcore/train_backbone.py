@@ -590,7 +590,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlcore.setup_models import check_file, models_dir
+    from mlcore.modelfiles import check_file, models_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder in the ans-roman layout")

@@ -9,7 +9,7 @@ import pytest
 
 from mlcore.dataset import CatalogueRecord
 from mlcore.evaluate import estimate_from_probabilities, main, select_records, split_types, sweep_offsets, type_key
-from mlcore.setup_models import ModelFileError, check_file
+from mlcore.modelfiles import ModelFileError, check_file
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mlcore.modelfiles import ModelFileError
 from mlcore.orientation import (
     BINS,
     OrientationEstimator,
@@ -17,7 +18,6 @@ from mlcore.orientation import (
     rotate_upright,
     turn_views,
 )
-from mlcore.setup_models import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mlcore import versions
-from mlcore.setup_models import ModelFileError, link_pretrained, read_manifest
+from mlcore.modelfiles import ModelFileError, link_pretrained, read_manifest
 from mlcore.train import catalogue_cutout, catalogue_mask, current_recipes, main, train_all
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"

@@ -31,6 +31,7 @@ from django.db import connection
 from django.test.utils import override_settings
 from PIL import Image
 
+from bench.figures import QueryRow, identification_figures
 from collection.models import ImageEmbedding, Specimen, SpecimenImage
 from config import throwaway_db
 from config.stopping import SigtermExit
@@ -38,8 +39,8 @@ from identification import services
 from identification.catalogue import catalogue_records
 from identification.pipeline import get_pipeline, reset_pipeline
 from mlcore.metadata import calibration_report
-from mlcore.retrieval import recall_at
-from mlcore.setup_models import link_pretrained
+from mlcore.modelfiles import link_pretrained
+from mlcore.train_backbone import Split
 
 
 def _jpeg_upload(image: Image.Image, name: str) -> SimpleUploadedFile:
@@ -71,8 +72,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--catalogue", action="append", required=True, help="Folder in the ans-roman layout.")
-        parser.add_argument("--queries", help="CSV with image,record_id[,side] (paths relative to the CSV).")
+        parser.add_argument(
+            "--queries",
+            help="CSV with image,record_id[,side][,pair][,regime] (paths relative to the CSV); rows sharing a "
+            "pair value form one two-photo query; figures are reported per regime.",
+        )
         parser.add_argument("--limit", type=int, help="At most this many query coins (quick runs).")
+        parser.add_argument(
+            "--regime",
+            choices=["good", "poor", "both"],
+            default="both",
+            help="Self-made queries: good phone photos (coin 500–1,000 px), poor ones (~150 px) or both.",
+        )
+        parser.add_argument(
+            "--query-types",
+            choices=["held-out", "all"],
+            default="held-out",
+            help="Self-made queries only of the types the shipped backbone never saw (its split's test "
+            "types, mlcore.train_backbone), or of every type.",
+        )
         parser.add_argument("--catalogue-limit", type=int, help="Import at most this many catalogue coins.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", help="Also write the JSON here.")
@@ -80,6 +98,9 @@ class Command(BaseCommand):
             "--details", help="Write one JSON line per query here (truth, rank, sides, candidates): the failures."
         )
         parser.add_argument("--no-train", action="store_true", help="Use the models as they are (no training).")
+        parser.add_argument(
+            "--no-reindex", action="store_true", help="Skip timing a second indexing pass (what a retraining costs)."
+        )
         parser.add_argument(
             "--enhance",
             action=argparse.BooleanOptionalAction,
@@ -163,54 +184,60 @@ class Command(BaseCommand):
         indexed = sum(services.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
         index_build_s = round(time.monotonic() - started, 1)
         # What a retraining costs the index: every image embedded again, from the cut-out just stored.
-        started = time.monotonic()
-        for pk in image_ids:
-            services.catalogue_image_index(image_id=pk, pipeline=pipeline)
-        reindex_s = round(time.monotonic() - started, 1)
+        reindex_s = None
+        if not options["no_reindex"]:
+            started = time.monotonic()
+            for pk in image_ids:
+                services.catalogue_image_index(image_id=pk, pipeline=pipeline)
+            reindex_s = round(time.monotonic() - started, 1)
 
-        singles, pairs, latencies, sides, meta = [], [], [], [], defaultdict(list)
-        single_sides, pair_sides = [], []  # a pair's two photos are decided together
-        details = []
+        rows, latencies, meta, details = [], [], defaultdict(list), []
         for query in queries:
-            record = by_record.get(query["record_id"])
-            type_id = record.type_id if record else query.get("type_id", "")
+            record = by_record[query["record_id"]]
             outcome = self._answer(query, record)
             ranked = outcome["ranked_uris"]
+            rows.append(
+                QueryRow(
+                    record=record,
+                    sides=tuple(truth or "" for _, truth in query["photos"]),
+                    ranked=ranked,
+                    predicted_sides=[predicted for predicted, _ in outcome["sides"]],
+                    regime=query["regime"],
+                    names=query["names"],
+                )
+            )
             details.append(
                 {
                     "record_id": query["record_id"],
-                    "type_id": type_id,
+                    "type_id": record.type_id,
+                    "images": query["names"],
+                    "regime": query["regime"],
                     "photos": len(query["photos"]),
                     "sides": [{"predicted": predicted, "true": truth} for predicted, truth in outcome["sides"]],
-                    "rank": ranked.index(type_id) + 1 if type_id in ranked else None,
+                    "rank": ranked.index(record.type_id) + 1 if record.type_id in ranked else None,
                     "candidates": ranked,
                 }
             )
             latencies.extend([outcome["latency_ms"] / len(query["photos"])] * len(query["photos"]))
-            target = pairs if len(query["photos"]) == 2 else singles
-            target.append((outcome["ranked_uris"], type_id))
-            for predicted, truth in outcome["sides"]:
-                if truth:
-                    sides.append(predicted == truth)
-                    (pair_sides if len(query["photos"]) == 2 else single_sides).append(predicted == truth)
             for field, (value, confidence) in outcome["metadata"].items():
-                if record and record.labels.get(field):
+                if record.labels.get(field):
                     meta[field].append((confidence, value == record.labels[field]))
+        figures = identification_figures(rows, labelled)
 
         versions = _versions(pipeline)
         if options.get("details"):
             Path(options["details"]).parent.mkdir(parents=True, exist_ok=True)
             Path(options["details"]).write_text("".join(json.dumps(row) + "\n" for row in details))
+        overall = figures["all"]
         return {
-            "queries": len(singles),
-            "pair_queries": len(pairs),
-            "recall_at_1": recall_at(singles, 1),
-            "recall_at_8": recall_at(singles, 8),
-            "recall_at_1_pair": recall_at(pairs, 1),
-            "recall_at_8_pair": recall_at(pairs, 8),
-            "side_accuracy": round(float(np.mean(sides)), 4) if sides else None,
-            "side_accuracy_single": round(float(np.mean(single_sides)), 4) if single_sides else None,
-            "side_accuracy_pair": round(float(np.mean(pair_sides)), 4) if pair_sides else None,
+            **{key: overall[key] for key in ("queries", "pair_queries", "recall_at_1", "recall_at_8")},
+            "recall_at_1_pair": overall["recall_at_1_pair"],
+            "recall_at_8_pair": overall["recall_at_8_pair"],
+            "design_recall_at_1": overall["design_recall_at_1"],
+            "side_accuracy_single": overall["side_accuracy_single"],
+            "side_accuracy_pair": overall["side_accuracy_pair"],
+            "ceiling": overall["ceiling"],
+            "regimes": {name: value for name, value in figures.items() if name != "all"},
             "metadata_accuracy": {
                 field: round(float(np.mean([hit for _, hit in v])), 4) for field, v in sorted(meta.items())
             },
@@ -231,43 +258,54 @@ class Command(BaseCommand):
             "enhance": settings.OBVERSE_ENHANCE,
             "seed": options["seed"],
             "limit": options.get("limit"),
+            "query_types": None if options.get("queries") else options["query_types"],
             "model_versions": versions,
         }
 
     def _queries(self, options, labelled, rng) -> list[dict]:
-        """Query photos: from --queries, or self-made phone-like photos of coins whose type has 2+ specimens."""
+        """Query photos: from --queries, or self-made phone-like photos of coins whose type has 2+ specimens.
+
+        Each query is {"record_id", "photos": [(image, true side or None)], "regime", "names"}. A self-made
+        coin gives a photo of each side and the pair of both, in every regime asked for.
+        """
         if options.get("queries"):
-            csv_path = Path(options["queries"])
-            with csv_path.open(encoding="utf-8", newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            known = {record.record_id for record in labelled}
-            unknown = sorted({row["record_id"] for row in rows} - known)
-            if unknown:  # a query of a coin outside the catalogue has no type to find: not a miss, a mistake
-                listed = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
-                raise CommandError(f"{len(unknown)} query record(s) are not in the catalogue: {listed}")
-            queries = [
-                {
-                    "record_id": row["record_id"],
-                    "photos": [(Image.open(csv_path.parent / row["image"]), row.get("side") or None)],
-                }
-                for row in rows
-            ]
-            return queries[: options["limit"]] if options.get("limit") else queries
+            return _csv_queries(Path(options["queries"]), labelled, options.get("limit"))
         from mlcore.degrade import degrade_like_phone
 
+        held_out = Split.of(labelled).test if options["query_types"] == "held-out" else None
         by_type = defaultdict(list)
         for record in labelled:
-            if record.type_id and len(record.images) == 2:
+            if record.type_id and len(record.images) == 2 and (held_out is None or record.type_id in held_out):
                 by_type[record.type_id].append(record)
         candidates = [r for records in by_type.values() if len(records) >= 2 for r in records]
         order = rng.permutation(len(candidates))
         chosen = [candidates[i] for i in order[: options["limit"] or len(candidates)]]
+        regimes = ["poor", "good"] if options["regime"] == "both" else [options["regime"]]
         queries = []
-        for record in chosen:
-            photos = {side: degrade_like_phone(Image.open(path), rng) for side, path in sorted(record.images.items())}
-            for side, photo in photos.items():
-                queries.append({"record_id": record.record_id, "photos": [(photo, side)]})
-            queries.append({"record_id": record.record_id, "photos": [(p, s) for s, p in photos.items()]})
+        for regime in regimes:
+            for record in chosen:
+                photos = {
+                    side: degrade_like_phone(Image.open(path), rng, regime=regime)
+                    for side, path in sorted(record.images.items())
+                }
+                names = {side: f"{record.record_id}:{side}:{regime}" for side in photos}
+                for side, photo in photos.items():
+                    queries.append(
+                        {
+                            "record_id": record.record_id,
+                            "photos": [(photo, side)],
+                            "regime": regime,
+                            "names": [names[side]],
+                        }
+                    )
+                queries.append(
+                    {
+                        "record_id": record.record_id,
+                        "photos": [(p, s) for s, p in photos.items()],
+                        "regime": regime,
+                        "names": list(names.values()),
+                    }
+                )
         return queries
 
     def _answer(self, query: dict, record) -> dict:
@@ -303,6 +341,40 @@ class Command(BaseCommand):
             "metadata": metadata,
             "status": submission.status,
         }
+
+
+def _csv_queries(csv_path: Path, labelled, limit: int | None) -> list[dict]:
+    """Queries from a CSV (image, record_id[, side][, pair][, regime]); rows sharing ``pair`` form one query."""
+    with csv_path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"image", "record_id"} - set(rows[0] if rows else {})
+    if missing:
+        raise CommandError(f"{csv_path} has no {', '.join(sorted(missing))} column.")
+    known = {record.record_id for record in labelled}
+    unknown = sorted({row["record_id"] for row in rows} - known)
+    if unknown:  # a query of a coin outside the catalogue has no type to find: not a miss, a mistake
+        listed = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise CommandError(f"{len(unknown)} query record(s) are not in the catalogue: {listed}")
+    groups: dict[str, list[dict]] = {}
+    for number, row in enumerate(rows):
+        groups.setdefault(row.get("pair") or f"row:{number}", []).append(row)
+    queries = []
+    for key, group in groups.items():
+        if (
+            len(group) > 2
+            or len({row["record_id"] for row in group}) > 1
+            or len({row.get("regime") or "" for row in group}) > 1
+        ):
+            raise CommandError(f"Pair {key!r} in {csv_path} must be two photos of one coin in one regime.")
+        queries.append(
+            {
+                "record_id": group[0]["record_id"],
+                "photos": [(Image.open(csv_path.parent / row["image"]), row.get("side") or None) for row in group],
+                "regime": group[0].get("regime") or "",
+                "names": [row["image"] for row in group],
+            }
+        )
+    return queries[:limit] if limit else queries
 
 
 def _misses(rows: list[dict], labelled) -> dict:

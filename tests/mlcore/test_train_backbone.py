@@ -7,15 +7,14 @@ import pytest
 import torch
 import torchvision
 
+from mlcore.coin_views import augment, load_images
 from mlcore.dataset import hash_unit, type_key
 from mlcore.train_backbone import (
     SPLIT_SEED,
     Settings,
     Split,
     Trainer,
-    augment,
     imagenet_features,
-    load_images,
     losses,
     run,
 )
@@ -105,3 +104,33 @@ def test_a_stopped_run_resumes_exactly_and_exports_loadable_weights(records, wei
     assert network(torch.zeros(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
     with pytest.raises(ValueError, match="other settings"):
         run(records, out=tmp_path / "b", settings=Settings(**{**TINY, "lr": 1e-3}, all_types=True), **quiet)
+
+
+def test_a_finished_run_is_published_with_its_manifest_and_set_up_from_there(records, weights, tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    from mlcore import setup_models
+    from mlcore.backbone import COINS
+    from mlcore.modelfiles import check_file
+    from mlcore.train_backbone import publish
+
+    settings = Settings(**{**TINY, "epochs": 1})
+    run(records, out=tmp_path / "run", settings=settings, weights=weights, validate_every=1, log=lambda _: None)
+    entry = publish(
+        tmp_path / "run", tmp_path / "weights", command="python -m mlcore.train_backbone …", records=records
+    )
+    published = tmp_path / "weights" / COINS.filename
+    assert entry["sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()
+    manifest = json.loads((tmp_path / "weights" / "manifest.json").read_text())["models"]
+    assert [e["name"] for e in manifest] == [COINS.name] and manifest[0]["command"].startswith("python -m")
+    assert manifest[0]["data"]["types"]["test"] == len(Split.of(records).test)
+    assert [row["epoch"] for row in manifest[0]["validation"]] == [0, 1]  # the curve, from before training on
+    assert "ODbL" in manifest[0]["licence"]
+    # The setup step copies it into a models folder, where the backbone finds it by name.
+    monkeypatch.setattr(setup_models, "PROJECT_WEIGHTS", tmp_path / "weights")
+    models = tmp_path / "models"
+    models.mkdir()
+    (copied,) = setup_models._prepare_project_weights(models, verbose=False)
+    (models / "manifest.json").write_text(json.dumps({"models": [copied]}))
+    assert check_file(models, COINS.name).read_bytes() == published.read_bytes()

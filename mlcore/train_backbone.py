@@ -246,6 +246,10 @@ class Trainer:
     def done(self) -> bool:
         return self.step >= self.total_steps
 
+    @staticmethod
+    def step_of(state: dict) -> int:
+        return int(state["step"])
+
     def state(self) -> dict:
         return {
             "settings": asdict(self.settings),
@@ -259,10 +263,13 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        if state["settings"] != asdict(self.settings):
+        """Continue a checkpointed run. Only ``epochs`` may differ (a run cut short or lengthened: the
+        learning-rate schedule follows the new length from the step reached); anything else is refused."""
+        mine, theirs = asdict(self.settings), dict(state["settings"])
+        if {**theirs, "epochs": mine["epochs"]} != mine or self.step_of(state) > self.total_steps:
             raise ValueError(
                 f"The checkpoint was made with other settings ({state['settings']}); "
-                "pass the same ones or use another --out folder."
+                "pass the same ones (only --epochs may change, not below the epochs done) or use another --out folder."
             )
         self.features.load_state_dict(state["features"])
         with torch.no_grad():

@@ -104,6 +104,11 @@ def test_a_stopped_run_resumes_exactly_and_exports_loadable_weights(records, wei
     assert network(torch.zeros(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
     with pytest.raises(ValueError, match="other settings"):
         run(records, out=tmp_path / "b", settings=Settings(**{**TINY, "lr": 1e-3}, all_types=True), **quiet)
+    # A run may be lengthened (or cut short, not below what it has done): the schedule follows.
+    longer = run(records, out=tmp_path / "b", settings=Settings(**{**TINY, "epochs": 3}, all_types=True), **quiet)
+    assert longer["done"] and longer["step"] == steps * 3 // 2
+    with pytest.raises(ValueError, match="other settings"):
+        run(records, out=tmp_path / "b", settings=Settings(**{**TINY, "epochs": 1}, all_types=True), **quiet)
 
 
 def test_a_finished_run_is_published_with_its_manifest_and_set_up_from_there(records, weights, tmp_path, monkeypatch):

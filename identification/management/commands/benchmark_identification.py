@@ -34,9 +34,9 @@ from PIL import Image
 from collection.models import ImageEmbedding, Specimen, SpecimenImage
 from config import throwaway_db
 from config.stopping import SigtermExit
-from identification import services
+from identification import indexing, services
 from identification.catalogue import catalogue_records
-from identification.pipeline import get_pipeline, reset_pipeline
+from identification.pipeline_cache import embedding_version, get_pipeline, reset_pipeline
 from mlcore.metadata import calibration_report
 from mlcore.retrieval import recall_at
 from mlcore.setup_models import link_pretrained
@@ -160,12 +160,12 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         image_ids = list(SpecimenImage.objects.exclude(image="").values_list("pk", flat=True))
-        indexed = sum(services.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
+        indexed = sum(indexing.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
         index_build_s = round(time.monotonic() - started, 1)
         # What a retraining costs the index: every image embedded again, from the cut-out just stored.
         started = time.monotonic()
         for pk in image_ids:
-            services.catalogue_image_index(image_id=pk, pipeline=pipeline)
+            indexing.catalogue_image_index(image_id=pk, pipeline=pipeline)
         reindex_s = round(time.monotonic() - started, 1)
 
         singles, pairs, latencies, sides, meta = [], [], [], [], defaultdict(list)
@@ -340,7 +340,7 @@ def _misses(rows: list[dict], labelled) -> dict:
 
 
 def _versions(pipeline) -> dict:
-    name, version = services.embedding_version(pipeline)
+    name, version = embedding_version(pipeline)
     versions = {"embedding": f"{name}@{version}"}
     describe = getattr(pipeline, "model_versions", None)
     if callable(describe):

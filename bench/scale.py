@@ -507,7 +507,7 @@ def labels_run(conn, *, item_ids: Iterable[int]) -> int:
 
 
 def search_sql(*, table: str, filters: dict[str, str]) -> str:
-    """The SQL Django builds for identification.services.nearest_images (one join per concept filter)."""
+    """The SQL Django builds for identification.search.nearest_images (one join per concept filter)."""
     joins, where = "", ""
     for n in range(len(filters)):
         joins += (

@@ -263,7 +263,7 @@ class ImageEmbedding(models.Model):
     side = models.CharField(max_length=10, choices=Side.choices)
     model_name = models.CharField(max_length=100)
     model_version = models.CharField(max_length=200)  # recipe + projection + trained version stamp
-    # halfvec: half the memory and disk of vector(1280) for the same recall (docs/scaling.md, measured to 600k).
+    # halfvec: half the memory and disk of vector(1280) for the same recall (docs/scaling.md).
     vector = HalfVectorField(dimensions=EMBEDDING_DIMENSIONS)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -28,8 +28,8 @@ def catalogue_image_index(*, image_id: int, pipeline=None, recut: bool = False) 
     Catalogue photos are upright and their side is known, so the pipeline skips those steps. The
     cut-out is stored with the image, and a later index for another embedding version (a training,
     ``manage.py reindex``) embeds that stored cut-out instead of finding the object again: the
-    same vector, ~15× faster (docs/scaling.md). ``recut=True`` finds the object again (after a segmenter change);
-    new pixels clear the stored cut-out anyway (``collection.services``).
+    same vector, in a fraction of the time (docs/scaling.md). ``recut=True`` finds the object again
+    (after a segmenter change); new pixels clear the stored cut-out anyway (``collection.services``).
     Returns False when the image has no file or cannot be processed (logged, not raised).
     """
     from mlcore.imageio import ImageDecodeError

@@ -95,7 +95,7 @@ def candidates_search(
     different sides, an item's score is the mean of its best score on each side (an item missing
     on a side gets that side's weakest score), so agreement of both sides wins.
     Items are ranked by that score plus their metadata ``agreement`` with each photo's nearest images
-    (``mlcore.metadata.agreement_bonuses``, mean over photos; docs/ml-notes.md, seventh session).
+    (``mlcore.metadata.agreement_bonuses``, mean over photos; why, in docs/ml-notes.md).
     """
     from mlcore.metadata import agreement_bonuses
     from mlcore.retrieval import merge_turns
@@ -152,6 +152,7 @@ def candidates_search(
 
 
 def item_labels(item_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """{item id: {concept kind: label}} of these items (the first label of a kind), in one query."""
     labels: dict[int, dict[str, str]] = {i: {} for i in item_ids}
     through = Item.concepts.through.objects.filter(item_id__in=item_ids).select_related("concept")
     for row in through:

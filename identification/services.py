@@ -201,9 +201,9 @@ def _pair_sides(images: list[SubmissionImage]) -> None:
 
     Each photo's own reading (or the side the user declared, certain) becomes a probability of
     obverse; ``mlcore.side.pair_obverse_first`` picks the likelier of the two assignments, and both
-    photos get it with its probability (docs/ml-notes.md, "pairs decided together": held-out types,
-    both photos right 0.72 read alone, 0.96 together). Left alone when nothing can be decided (two
-    declared obverses, or two equal readings).
+    photos get it with its probability: a pair read together is right far more often than each photo
+    read alone (docs/ml-notes.md, "Pairs decided together"). Left alone when nothing can be decided
+    (two declared obverses, or two equal readings).
     """
     if len(images) != 2:
         return

@@ -46,7 +46,7 @@ class Claim(models.Model):
 
     At most one unreleased claim per submission (a partial unique index backs the conditional
     UPDATE of the submission's status that decides who wins). Expired claims are released by
-    ``review_services.claims_release_expired``.
+    ``review.services.claims_release_expired``.
     """
 
     submission = models.ForeignKey("identification.Submission", on_delete=models.CASCADE, related_name="claims")

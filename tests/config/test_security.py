@@ -521,7 +521,9 @@ def test_markup_is_refused_at_upload_on_the_form_and_the_api(client, settings, k
 def test_a_photo_is_not_taken_for_markup(client):
     data = {"photo_1": SimpleUploadedFile("coin.jpg", jpeg_with_gps(), content_type="image/jpeg")}
     response = client.post("/identify/", {**data, "requester_name": "Ada", "requester_email": "ada@example.org"})
-    assert response.status_code == 302
+    submission = Submission.objects.get()
+    assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
+    assert submission.images.get().upload_name == "coin.jpg"
 
 
 def _submit_and_process(client, django_capture_on_commit_callbacks, data: bytes) -> Submission:

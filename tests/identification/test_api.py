@@ -115,7 +115,8 @@ class TestDetail:
         assert "ada@example.org" not in text and "Ada" not in text
 
     def test_an_unknown_id_is_404(self, client):
-        assert client.get(f"/api/v1/submissions/{uuid.uuid4()}/").status_code == 404
+        response = client.get(f"/api/v1/submissions/{uuid.uuid4()}/")
+        assert response.status_code == 404 and response.json() == {"errors": {"id": ["No such submission."]}}
 
 
 class TestActions:
@@ -213,6 +214,9 @@ class TestActions:
 
     @pytest.mark.parametrize("action", ["candidates", "objects", "none-match"])
     def test_an_unknown_id_is_404_and_get_is_not_allowed(self, client, action):
-        assert client.post(f"/api/v1/submissions/{uuid.uuid4()}/{action}/").status_code == 404
+        missing = client.post(f"/api/v1/submissions/{uuid.uuid4()}/{action}/")
+        assert missing.status_code == 404 and missing.json() == {"errors": {"id": ["No such submission."]}}
         created = post(client).json()
         assert client.get(f"/api/v1/submissions/{created['id']}/{action}/").status_code == 405
+        unchanged = Submission.objects.get(pk=created["id"])
+        assert (unchanged.status, unchanged.filters, unchanged.none_match_at) == ("received", {}, None)

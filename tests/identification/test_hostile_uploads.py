@@ -407,3 +407,4 @@ class TestWebFormRateLimit:
         client.force_login(volunteer)
         for _ in range(3):
             assert client.post("/identify/", {"photo_1": _photo()}, REMOTE_ADDR="192.0.2.5").status_code == 302
+        assert Submission.objects.filter(submitted_by=volunteer).count() == 3

@@ -68,6 +68,7 @@ class TestExamples:
 
     def test_an_unknown_example_is_404(self, client, example):
         assert client.post("/identify/examples/nope/").status_code == 404
+        assert not Submission.objects.exists()
 
 
 class TestSubmissionPages:
@@ -224,4 +225,5 @@ class TestSubmissionPages:
         assert submission.none_match_at is not None
 
     def test_an_unknown_submission_is_404(self, client):
-        assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404
+        response = client.get("/identify/00000000-0000-0000-0000-000000000000/")
+        assert response.status_code == 404 and "Not found" in response.content.decode()

@@ -40,6 +40,7 @@ from identification.management.commands import benchmark_identification as base
 from identification.models import Submission, SubmissionStatus
 from identification.pipeline_cache import get_pipeline, reset_pipeline
 from mlcore.retrieval import recall_at
+from review import rules
 from review import services as review_services
 from review.selectors import training_signal
 
@@ -171,7 +172,7 @@ class Command(base.Command):
         ensure_role_groups()
         users = get_user_model().objects
         volunteers = []
-        for number in range(1, review_services.consensus_required() + 1):
+        for number in range(1, rules.consensus_required() + 1):
             user, _ = users.get_or_create(username=f"benchmark-volunteer-{number}")
             user.groups.add(Group.objects.get(name=VOLUNTEER))
             volunteers.append(user)

@@ -120,6 +120,9 @@ def submission_enqueue(*, submission_id) -> None:
     async_task("identification.tasks.process_submission", str(submission_id), task_name=f"submission-{submission_id}")
 
 
+# --- Processing (the worker) -----------------------------------------------------------------
+
+
 def _start_processing(submission_id) -> bool:
     """received → processing, or take over a processing run whose worker died (stale).
 

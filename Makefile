@@ -51,7 +51,7 @@ test: models db lint browser
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: models db
-	$(PY) -m config.bench
+	$(PY) -m bench
 
 bench-scale: models db
 	$(PY) manage.py bench_scale --sizes 10000,100000,600000 --out var/bench/scale.json
@@ -59,7 +59,7 @@ bench-scale: models db
 # Load: 200 submissions from 20 clients against gunicorn + a worker on a throw-away database
 # (STRESS_ARGS="--submissions 20 --clients 4" for a quick run); figures in var/bench/stress.json.
 stress: models db
-	$(PY) -m config.stress $(STRESS_ARGS)
+	$(PY) -m bench.stress $(STRESS_ARGS)
 
 stop-db: install
 	$(PY) -m config.embedded_db stop

@@ -203,18 +203,8 @@ def item_upsert(
         )
         changed = True
     else:
-        changed = False
         updates = {"uri": uri, "reference": reference[:255], "title": title[:500], "source": source, **fields}
-        for field, value in updates.items():
-            # source_id, not source: reading the relation would cost a query per call.
-            current = getattr(item, "source_id" if field == "source" else field)
-            if not _blank(value) and _blank(current):
-                setattr(item, field, value)
-                changed = True
-        for key, value in (attributes or {}).items():
-            if key not in item.attributes and not _blank(value):
-                item.attributes[key] = value
-                changed = True
+        changed = _item_fill_blanks(item, updates, attributes or {})
     if changed:
         _clean(item, exclude=["search_vector", "search_text", "source"])
     with transaction.atomic(savepoint=False):
@@ -233,6 +223,22 @@ def item_upsert(
         if changed:
             item_refresh_search(item_ids=[item.pk])
     return item, created
+
+
+def _item_fill_blanks(item: Item, updates: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+    """Fill the item's blank fields and add the attribute keys it lacks; return whether anything changed."""
+    changed = False
+    for field, value in updates.items():
+        # source_id, not source: reading the relation would cost a query per call.
+        current = getattr(item, "source_id" if field == "source" else field)
+        if not _blank(value) and _blank(current):
+            setattr(item, field, value)
+            changed = True
+    for key, value in attributes.items():
+        if key not in item.attributes and not _blank(value):
+            item.attributes[key] = value
+            changed = True
+    return changed
 
 
 def _clean(instance, *, exclude: list[str]) -> None:
@@ -371,6 +377,14 @@ def _read_image_file(path: Path) -> bytes:
         raise ImageFileError(f"cannot read the file ({exc.strerror or exc})") from exc
 
 
+def _remote_url_update(image: SpecimenImage, remote_url: str | None) -> None:
+    """Record the source's own URL of an unchanged image when it is new."""
+    if remote_url and image.remote_url != remote_url:
+        image.remote_url = remote_url
+        _clean(image, exclude=["specimen"])
+        image.save(update_fields=["remote_url"])
+
+
 def specimen_image_attach(
     *,
     specimen: Specimen,
@@ -400,19 +414,13 @@ def specimen_image_attach(
             _clean(row, exclude=["specimen"])
             row.save()
             return row, "linked"
-        if remote_url and existing.remote_url != remote_url:
-            existing.remote_url = remote_url
-            _clean(existing, exclude=["specimen"])
-            existing.save(update_fields=["remote_url"])
+        _remote_url_update(existing, remote_url)
         return existing, "unchanged"
 
     data = _read_image_file(path)
     sha256 = hashlib.sha256(data).hexdigest()
     if existing is not None and existing.sha256 == sha256 and existing.image:
-        if remote_url and existing.remote_url != remote_url:
-            existing.remote_url = remote_url
-            _clean(existing, exclude=["specimen"])
-            existing.save(update_fields=["remote_url"])
+        _remote_url_update(existing, remote_url)
         return existing, "unchanged"
 
     prepared = image_prepare(data=data)  # raises before anything is written

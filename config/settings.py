@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django_q",
     "collection",
     "identification",
+    "review",
+    # Tooling (benchmarks, stress run, demo collection): listed for its management commands only.
+    "bench",
 ]
 
 MIDDLEWARE = [

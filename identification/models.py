@@ -1,6 +1,6 @@
 """Identification: a photo submission, its processed images and the candidate catalogue items.
 
-Review, consensus and approval (volunteers and curators) build on these rows.
+Review, consensus and approval (volunteers and curators) build on these rows, in the ``review`` app.
 """
 
 from __future__ import annotations
@@ -76,6 +76,18 @@ class Submission(models.Model):
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
+    # Status groups, the one place they are spelled out (properties below; querysets use the sets).
+    PROCESSING_STATUSES = frozenset({SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING})
+    # Candidates shown to the sender and still being judged by volunteers or curators.
+    OPEN_STATUSES = frozenset(
+        {
+            SubmissionStatus.AWAITING_REVIEW,
+            SubmissionStatus.IN_REVIEW,
+            SubmissionStatus.NEEDS_EXPERT,
+            SubmissionStatus.PROPOSED,
+        }
+    )
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -87,7 +99,18 @@ class Submission(models.Model):
 
     @property
     def is_finished_processing(self) -> bool:
-        return self.status not in {SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING}
+        """The worker is done with it (for good, or until the sender picks another object)."""
+        return self.status not in self.PROCESSING_STATUSES
+
+    @property
+    def can_narrow_candidates(self) -> bool:
+        """Processing finished with candidates, which the sender may narrow and search again."""
+        return self.is_finished_processing and self.status != SubmissionStatus.FAILED
+
+    @property
+    def is_open(self) -> bool:
+        """Its candidates are still being judged: the sender may tell the reviewers none looks right."""
+        return self.status in self.OPEN_STATUSES
 
 
 def _upload_to(instance: SubmissionImage, filename: str) -> str:
@@ -139,6 +162,16 @@ class SubmissionImage(models.Model):
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.position}"
 
+    @property
+    def embedding_model(self) -> tuple[str, str] | None:
+        """(name, version) of the model that made ``embedding``, as the worker recorded it; None if unknown.
+
+        A search compares the photo with the catalogue's embeddings of this same version, whatever
+        version is active now (``mlcore.pipeline.Pipeline.model_versions`` writes "name@version").
+        """
+        name, at, version = (self.model_versions or {}).get("embedding", "").partition("@")
+        return (name, version) if at and name and version else None
+
 
 class Candidate(models.Model):
     """A catalogue item proposed for a submission, with its evidence (score per side, matched image, rotation)."""
@@ -167,7 +200,3 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.rank}: {self.item_id}"
-
-
-# Review, consensus and approval live in their own module; importing them here registers them.
-from identification.review_models import *  # noqa: E402,F401,F403

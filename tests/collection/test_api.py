@@ -89,11 +89,16 @@ class TestItemsEndpoint:
         body = api.get(self.url, {"q": "CONSTANTI", "date_from": 330}).json()
         assert [row["id"] for row in body["results"]] == [catalogue["item"].pk]
 
-    def test_invalid_filters_answer_400(self, api, catalogue):
-        assert api.get(self.url, {"date_to": "later"}).status_code == 400
+    def test_invalid_filters_answer_400_naming_the_filter(self, api, catalogue):
+        response = api.get(self.url, {"date_to": "later"})
+        assert response.status_code == 400
+        assert "date_to" in response.json()
 
     def test_drafts_are_hidden_from_the_public(self, api, catalogue):
-        assert api.get(reverse("item-detail", args=[catalogue["draft"].pk])).status_code == 404
+        response = api.get(reverse("item-detail", args=[catalogue["draft"].pk]))
+        assert response.status_code == 404
+        assert catalogue["draft"].title not in response.content.decode()
+        assert catalogue["draft"].pk not in [row["id"] for row in api.get(self.url).json()["results"]]
 
     def test_curators_see_drafts(self, api, catalogue, curator):
         api.force_authenticate(curator)
@@ -108,8 +113,10 @@ class TestItemsEndpoint:
 
     def test_it_is_read_only(self, api, catalogue, admin_user):
         api.force_authenticate(admin_user)
+        before = list(Item.objects.order_by("pk").values_list("pk", "title"))
         assert api.post(self.url, {"title": "New"}).status_code == 405
         assert api.delete(reverse("item-detail", args=[catalogue["item"].pk])).status_code == 405
+        assert list(Item.objects.order_by("pk").values_list("pk", "title")) == before
 
     def test_clients_choose_the_page_size(self, api, catalogue):
         body = api.get(self.url, {"page_size": 1}).json()
@@ -146,7 +153,9 @@ class TestSpecimensEndpoint:
         assert [row["record_id"] for row in body["results"]] == ["1944.100.23777"]
 
     def test_hidden_specimens_are_not_found(self, api, catalogue):
-        assert api.get(reverse("specimen-detail", args=[catalogue["hidden"].pk])).status_code == 404
+        response = api.get(reverse("specimen-detail", args=[catalogue["hidden"].pk]))
+        assert response.status_code == 404
+        assert catalogue["hidden"].record_id not in response.content.decode()
 
     def test_query_count_is_pinned(self, api, catalogue, django_assert_num_queries):
         for n in range(10):
@@ -187,8 +196,10 @@ class TestFacetsEndpoint:
         }
         assert body["count"] == 1
 
-    def test_invalid_filters_answer_400(self, api, catalogue):
-        assert api.get(reverse("api-facets"), {"mint": "no spaces allowed"}).status_code == 400
+    def test_invalid_filters_answer_400_naming_the_filter(self, api, catalogue):
+        response = api.get(reverse("api-facets"), {"mint": "no spaces allowed"})
+        assert response.status_code == 400
+        assert "mint" in response.json()
 
 
 @pytest.mark.django_db

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from collection.importers.base import RecordError
 from collection.importers.nuds import import_nuds_paths, nuds_parse
 from collection.models import Concept, Item, Source, Specimen, SpecimenImage
+from tests.samples import BILLION_LAUGHS, MINIMAL
 
 # Chosen to cover: three and two coins of one type, records without a type URI, a single <date>,
 # an RPC type with a second linked reference, and a few ordinary ones.
@@ -28,39 +29,6 @@ SUBSET = [
     "1944.100.53311",
     "0000.999.10200",
 ]
-
-MINIMAL = """<?xml version="1.0" encoding="UTF-8"?>
-<nuds xmlns="http://nomisma.org/nuds" xmlns:xlink="http://www.w3.org/1999/xlink"
-      xmlns:tei="http://www.tei-c.org/ns/1.0" recordType="physical">
-  <control><recordId>{record_id}</recordId>
-    <maintenanceAgency><agencyName>Test Cabinet</agencyName></maintenanceAgency></control>
-  <descMeta>
-    <title xml:lang="en">Silver Denarius of Test, Rome, 44 BCE. {record_id}</title>
-    <typeDesc>
-      <date standardDate="-0044">44 BCE</date>
-      <material xlink:href="http://nomisma.org/id/ar">Silver</material>
-      <authority><persname xlink:role="authority" xlink:href="http://nomisma.org/id/julius_caesar">Caesar</persname></authority>
-      <obverse><legend><tei:div type="edition"><tei:ab>CAESAR   DICT</tei:ab></tei:div></legend></obverse>
-    </typeDesc>
-    <physDesc><axis>{axis}</axis><measurementsSet><weight units="g">{weight}</weight></measurementsSet></physDesc>
-    <refDesc><reference xlink:href="http://numismatics.org/crro/id/rrc.480.1">RRC 480/1</reference></refDesc>
-  </descMeta>
-</nuds>
-"""
-
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE nuds [
-  <!ENTITY a "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">
-  <!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
-  <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">
-  <!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
-  <!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">
-  <!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">
-  <!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;">
-]>
-<nuds xmlns="http://nomisma.org/nuds"><control><recordId>LAUGHS.1</recordId></control>
-<descMeta><title>&g;</title></descMeta></nuds>
-"""
 
 
 def external_entity(secret: Path) -> str:

@@ -108,4 +108,5 @@ class TestHealthz:
         assert trained == f"ok ({current})"
 
     def test_it_only_answers_get(self, client):
-        assert client.post(self.url).status_code == 405
+        response = client.post(self.url)
+        assert response.status_code == 405 and response["Allow"] == "GET"

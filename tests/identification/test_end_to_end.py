@@ -19,9 +19,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from PIL import Image
 
-from identification import services
+from identification import indexing, pipeline_cache, services
 from identification.models import SubmissionStatus
-from identification.pipeline import reset_pipeline
+from identification.pipeline_cache import reset_pipeline
 from mlcore.modelfiles import ModelFileError, check_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +79,9 @@ class TestRealCoin:
         from collection.models import Specimen, SpecimenImage
 
         import_csv_file(_head(ans_dir / "labels.csv", 8, tmp_path / "head.csv"), images_dir=ans_dir)
-        pipeline = services.get_pipeline()
+        pipeline = pipeline_cache.get_pipeline()
         for image_id in SpecimenImage.objects.values_list("pk", flat=True):
-            assert services.catalogue_image_index(image_id=image_id, pipeline=pipeline)
+            assert indexing.catalogue_image_index(image_id=image_id, pipeline=pipeline)
         specimen = Specimen.objects.filter(item__isnull=False).order_by("record_id").first()
         photo = Image.open(ans_dir / "images" / f"{specimen.record_id}.obv.jpg").rotate(25, fillcolor="white")
         submission = _submit(_jpeg(photo))

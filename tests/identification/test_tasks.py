@@ -13,15 +13,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.utils import timezone
 
-from config.throwaway_db import database_url
 from identification import services, tasks
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
-from tests.factories import make_item
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.identification.test_services import catalogue_image
+from tests.factories import catalogue_image, make_item, pattern_png
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,23 +26,11 @@ import os, sys
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
 import django
 django.setup()
-from identification import services, tasks
-from tests.identification.fakes import FakePipeline
-pipeline = FakePipeline(block_at=os.environ["BLOCK_AT"])
-services.get_pipeline = lambda: pipeline
+from identification import tasks
+from tests.fakes import install_in_process
+install_in_process(block_at=os.environ["BLOCK_AT"])
 tasks.process_submission(sys.argv[1])
 """
-
-
-def _database_url() -> str:
-    return database_url(connection.settings_dict["NAME"])
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 def _submit() -> Submission:
@@ -71,7 +55,9 @@ def test_index_catalogue_images_task_counts_indexed_images(fake_pipeline):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fake_pipeline, monkeypatch, tmp_path):
+def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(
+    fake_pipeline, monkeypatch, tmp_path, test_database_url
+):
     monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: None)  # the worker below takes it
     catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
     catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
@@ -79,7 +65,7 @@ def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fak
     assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RECEIVED
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": test_database_url,
         "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
         "BLOCK_AT": "classifying",

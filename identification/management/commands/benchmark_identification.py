@@ -35,9 +35,9 @@ from bench.figures import QueryRow, identification_figures
 from collection.models import ImageEmbedding, Specimen, SpecimenImage
 from config import throwaway_db
 from config.stopping import SigtermExit
-from identification import services
+from identification import indexing, services
 from identification.catalogue import catalogue_records
-from identification.pipeline import get_pipeline, reset_pipeline
+from identification.pipeline_cache import embedding_version, get_pipeline, reset_pipeline
 from mlcore.metadata import calibration_report
 from mlcore.modelfiles import link_pretrained
 from mlcore.train_backbone import Split
@@ -181,14 +181,14 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         image_ids = list(SpecimenImage.objects.exclude(image="").values_list("pk", flat=True))
-        indexed = sum(services.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
+        indexed = sum(indexing.catalogue_image_index(image_id=pk, pipeline=pipeline) for pk in image_ids)
         index_build_s = round(time.monotonic() - started, 1)
         # What a retraining costs the index: every image embedded again, from the cut-out just stored.
         reindex_s = None
         if not options["no_reindex"]:
             started = time.monotonic()
             for pk in image_ids:
-                services.catalogue_image_index(image_id=pk, pipeline=pipeline)
+                indexing.catalogue_image_index(image_id=pk, pipeline=pipeline)
             reindex_s = round(time.monotonic() - started, 1)
 
         rows, latencies, meta, details = [], [], defaultdict(list), []
@@ -412,7 +412,7 @@ def _misses(rows: list[dict], labelled) -> dict:
 
 
 def _versions(pipeline) -> dict:
-    name, version = services.embedding_version(pipeline)
+    name, version = embedding_version(pipeline)
     versions = {"embedding": f"{name}@{version}"}
     describe = getattr(pipeline, "model_versions", None)
     if callable(describe):

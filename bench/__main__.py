@@ -25,8 +25,8 @@ def benchmarks(limit: str | None) -> dict[str, list[str]]:
     py = sys.executable
     return {
         "import": [py, "manage.py", "benchmark_import", "--dataset", ans, "--out", str(OUT / "import.json"), *lim],
-        "segmentation": [py, "-m", "mlcore.bench_segment", "--data", str(DATA), "--out", str(OUT / "segment.json")],
-        "mlcore": [py, "-m", "mlcore.evaluate", "--dataset", ans, "--out", str(OUT / "mlcore.json"), *lim],
+        "segmentation": [py, "-m", "bench.segmentation", "--data", str(DATA), "--out", str(OUT / "segment.json")],
+        "mlcore": [py, "-m", "bench.evaluate", "--dataset", ans, "--out", str(OUT / "mlcore.json"), *lim],
         "identification": [
             py, "manage.py", "benchmark_identification", "--catalogue", ans,
             "--out", str(OUT / "identification.json"), *lim,

@@ -27,11 +27,10 @@ import numpy as np
 from PIL import Image
 
 from bench.figures import QueryRow, identification_figures
-from mlcore.cutout import rotate_upright
+from mlcore.cutout import catalogue_cutout, cutout_with_mask, rotate_upright
 from mlcore.dataset import hash_unit, load_ans_layout, type_key
 from mlcore.degrade import degrade_with_truth
 from mlcore.embed import DEFAULT_CONFIG, EmbedConfig, Embedder
-from mlcore.evaluate import catalogue_cutout, cutout_with_mask
 from mlcore.retrieval import NEIGHBOUR_IMAGES, InMemoryIndex, QueryPhoto, rank_items
 from mlcore.train_backbone import Split
 

@@ -36,7 +36,7 @@ import numpy as np
 from collection.models import KEY_KINDS
 from config import throwaway_db
 from identification.search import CANDIDATES
-from mlcore.lookup import NEIGHBOUR_IMAGES  # images read per query photo, as identification.search
+from mlcore.retrieval import NEIGHBOUR_IMAGES, QueryPhoto, rank_items
 
 SIDES = ("obverse", "reverse")
 MODEL_NAME, MODEL_VERSION = "mobilenetv2-imagenet", "bench-1"
@@ -305,12 +305,10 @@ def exact_neighbours(
 
 
 def top_items(rows: Iterable[tuple[int, int, float]], k: int = TOP_ITEMS) -> list[int]:
-    """The k best items of image hits, each scored by its best image (candidates_search, less its agreement)."""
-    best: dict[int, float] = {}
-    for _, item_id, score in rows:
-        if item_id not in best or score > best[item_id]:
-            best[item_id] = score
-    return [item for item, _ in sorted(best.items(), key=lambda kv: -kv[1])[:k]]
+    """The k best items of one photo's image hits, ranked as the platform ranks (no labels: no agreement)."""
+    hits = list(rows)
+    photo = QueryPhoto(0, None, np.zeros((1, 1), np.float32), [None])
+    return [item.item_id for item in rank_items([photo], lambda vector, side: hits, lambda items: {}, k=k)]
 
 
 def selective_filter_pick(*, catalogue: Catalogue, target_share: float = 0.003) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Searching the catalogue for a submission's photos and storing the candidates.
 
-The ranking (``candidates_search``) reads the pgvector index through ``nearest_images``; the
-queries are the vectors the worker stored with each photo, so a search never runs a model and can
-run in a web request (narrowing the candidates). A photo is searched in the index of the model
+The ranking is mlcore's (``mlcore.retrieval.rank_items``, the one the command line and the
+evaluations use); ``candidates_search`` gives it the pgvector index (``nearest_images``) and the
+items' labels. The queries are the vectors the worker stored with each photo, so a search never
+runs a model and can run in a web request (narrowing the candidates). A photo is searched in the index of the model
 version that embedded it (``SubmissionImage.embedding_model``).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -19,32 +19,9 @@ from pgvector.django import CosineDistance
 
 from collection.models import CANDIDATE_FILTER_KINDS, ImageEmbedding, Item, Side
 from identification.models import Candidate, Submission, SubmissionImage
-
-# How many nearest images are read per turn before grouping them into items (several specimens of one
-# item must not crowd out other items), and how many vote for the metadata: mlcore's constants, so
-# that `python -m mlcore process --catalogue` ranks as the platform does (numpy only, no torch).
-from mlcore.lookup import METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES
+from mlcore.retrieval import CANDIDATES, METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES, QueryPhoto, RankedItem, rank_items
 
 logger = logging.getLogger(__name__)
-
-CANDIDATES = 8
-
-
-@dataclass
-class ItemHit:
-    """One candidate item with its evidence."""
-
-    item_id: int
-    score: float
-    side_scores: dict[str, float]
-    image_id: int | None
-    query_position: int
-    # Degrees counter-clockwise that turned the query to match its evidence image (rotation search);
-    # None when the photo was searched at the estimator's angle only.
-    angle: float | None = None
-    # Added to ``score`` to rank: how far the item's metadata agrees with the vote of the photos'
-    # nearest images (``mlcore.metadata.agreement_bonuses``); may be negative.
-    agreement: float = 0.0
 
 
 def nearest_images(
@@ -84,71 +61,23 @@ class _hnsw_settings:
 
 def candidates_search(
     *, queries: Sequence[tuple], model: tuple[str, str], filters=None, k: int = CANDIDATES
-) -> list[ItemHit]:
+) -> list[RankedItem]:
     """The k best items for one or two query photos [(position, side, vector[, angles[, bonus]])].
 
-    Rotation search: a photo may come as (T, dim) vectors, its cut-out turned T ways, with ``angles``
-    the correction angle of each turn and ``bonus`` a score added to that turn's hits (the
-    orientation prior). Every turn is searched and each image scores by its best turn
-    (``mlcore.retrieval.merge_turns``); that turn's angle is the candidate's alignment angle.
-    Each photo's image hits are grouped into items (best image per item). With two photos of
-    different sides, an item's score is the mean of its best score on each side (an item missing
-    on a side gets that side's weakest score), so agreement of both sides wins.
-    Items are ranked by that score plus their metadata ``agreement`` with each photo's nearest images
-    (``mlcore.metadata.agreement_bonuses``, mean over photos; why, in docs/ml-notes.md).
+    A photo may come as (T, dim) vectors, its cut-out turned T ways (the rotation search), with
+    ``angles`` the correction angle of each turn and ``bonus`` a score added to that turn's hits;
+    ``mlcore.retrieval.rank_items`` says how they are ranked. ``filters`` narrow the index scan.
     """
-    from mlcore.metadata import agreement_bonuses
-    from mlcore.retrieval import merge_turns
-
-    merged_per_query = []
+    photos = []
     for query in queries:
-        vectors = np.asarray(query[2], dtype=np.float32)
-        vectors = vectors.reshape(1, -1) if vectors.ndim == 1 else vectors
+        vectors = np.atleast_2d(np.asarray(query[2], dtype=np.float32))
         angles = list(query[3]) if len(query) > 3 else [None] * len(vectors)
-        bonus = list(query[4]) if len(query) > 4 else None
-        per_turn = [
-            nearest_images(vector=turned, side=query[1], model=model, filters=filters, limit=NEIGHBOUR_IMAGES)
-            for turned in vectors
-        ]
-        merged_per_query.append((merge_turns(per_turn, bonus), angles))
-    if not merged_per_query:
-        return []
-    labels = item_labels(sorted({hit.item_id for merged, _ in merged_per_query for hit in merged}))
-    per_query: list[dict[int, tuple[float, int, int, float | None]]] = []
-    bonuses_per_query = []
-    for query, (merged, angles) in zip(queries, merged_per_query, strict=True):
-        best: dict[int, tuple[float, int, int, float | None]] = {}
-        for image_id, item_id, score, turn in merged:
-            if item_id not in best or score > best[item_id][0]:
-                best[item_id] = (score, image_id, query[0], angles[turn])
-        per_query.append(best)
-        # How far each item's metadata agrees with this photo's nearest images (mlcore.metadata).
-        bonuses_per_query.append(agreement_bonuses([(hit.item_id, labels[hit.item_id], hit.score) for hit in merged]))
-    hits: list[ItemHit] = []
-    items = set().union(*per_query)
-    floors = [min((v[0] for v in best.values()), default=0.0) for best in per_query]
-    for item_id in items:
-        scores, side_scores, evidence = [], {}, None
-        for query, best, floor in zip(queries, per_query, floors, strict=True):
-            position, side = query[0], query[1]
-            score, image_id, _, angle = best.get(item_id, (floor, None, position, None))
-            scores.append(score)
-            side_scores[side or f"photo{position + 1}"] = round(score, 4)
-            if image_id is not None and (evidence is None or score > evidence[0]):
-                evidence = (score, image_id, position, angle)
-        hits.append(
-            ItemHit(
-                item_id,
-                float(np.mean(scores)),
-                side_scores,
-                evidence[1] if evidence else None,
-                evidence[2] if evidence else queries[0][0],
-                angle=evidence[3] if evidence else None,
-                agreement=float(np.mean([bonuses.get(item_id, 0.0) for bonuses in bonuses_per_query])),
-            )
-        )
-    hits.sort(key=lambda h: -(h.score + h.agreement))
-    return hits[:k]
+        photos.append(QueryPhoto(query[0], query[1], vectors, angles, list(query[4]) if len(query) > 4 else None))
+
+    def search(vector, side):
+        return nearest_images(vector=vector, side=side, model=model, filters=filters, limit=NEIGHBOUR_IMAGES)
+
+    return rank_items(photos, search, item_labels, k=k)
 
 
 def item_labels(item_ids: Sequence[int]) -> dict[int, dict[str, str]]:
@@ -226,10 +155,10 @@ def candidates_store(submission: Submission, images: list[SubmissionImage], mode
             agreement=round(hit.agreement, 4),
             side_scores=hit.side_scores,
             matched_image_id=hit.image_id,
-            query_image=by_position[hit.query_position],
+            query_image=by_position[hit.position],
             # Catalogue photos are upright; turning one back by the angle that aligned the query with it
             # (rotation search), else by the estimator's angle, shows it as the query was photographed.
-            rotation=-(hit.angle if hit.angle is not None else (by_position[hit.query_position].angle or 0.0)),
+            rotation=-(hit.angle if hit.angle is not None else (by_position[hit.position].angle or 0.0)),
         )
         for rank, hit in enumerate(hits, start=1)
     )

@@ -42,7 +42,7 @@ class Images:
 
 def load_images(records: Sequence[CatalogueRecord], cache: Path | None = None, *, progress=print) -> Images:
     """Cut every photo out once (``catalogue_cutout``: the platform's own cut-out) and keep it in ``cache``."""
-    from mlcore.evaluate import catalogue_cutout
+    from mlcore.cutout import catalogue_cutout
 
     rows = [(r, side, path) for r in records for side, path in sorted(r.images.items())]
     keys = [f"{r.record_id}:{side}" for r, side, _ in rows]

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-from mlcore.segment import studio_mask
+from mlcore.segment import object_mask
 
 BACKGROUNDS = ("wood", "cloth", "paper", "clutter", "skin")
 
@@ -65,22 +65,6 @@ class DegradedPhoto:
     box: tuple[int, int, int, int]
     background: str
     mask: np.ndarray
-
-
-def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
-    """Boolean mask of the object in a studio photo on a plain background (or from meaningful alpha).
-
-    The background colour is the median of the border pixels; pixels further than ``tolerance`` from
-    it (max over channels) are object; the largest component is kept with its holes filled.
-    """
-    if image.mode == "RGBA":
-        alpha = np.asarray(image.getchannel("A"))
-        if alpha.min() < 255 and alpha.max() > 0:
-            return alpha >= 128
-    mask = studio_mask(image, tolerance=tolerance)
-    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
-        return np.ones(mask.shape, dtype=bool)
-    return mask
 
 
 def coin_rgba(image: Image.Image) -> Image.Image:

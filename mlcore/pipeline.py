@@ -372,7 +372,7 @@ class Pipeline:
         ``process`` already made (turn 0), reused as is. The bonus of each turn is
         ``rotation_prior``·log p(turn) from the orientation estimator (zeros when nothing is trained),
         so that an implausible turn must match clearly better to win. Same computation as
-        ``mlcore.evaluate``'s rotation search (docs/ml-notes.md).
+        ``bench.evaluate``'s rotation search (docs/ml-notes.md).
         """
         from mlcore.embed import embed_turns
         from mlcore.retrieval import turn_bonus

@@ -272,6 +272,22 @@ def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
 
 
+def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
+    """Boolean mask of the object in a studio photo on a plain background (or from meaningful alpha).
+
+    The background colour is the median of the border pixels; pixels further than ``tolerance`` from
+    it (max over channels) are object; the largest component is kept with its holes filled.
+    """
+    if image.mode == "RGBA":
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255 and alpha.max() > 0:
+            return alpha >= 128
+    mask = studio_mask(image, tolerance=tolerance)
+    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
+        return np.ones(mask.shape, dtype=bool)
+    return mask
+
+
 # A studio photo is cut out without the model only when the background is one colour where the
 # border shows it (half the border pixels within this many levels of its median: a coin may touch
 # the frame), what differs from it is one object at least this round, and the object's edge is

@@ -24,27 +24,17 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
 # Known exceptions, each fixed on main by the lead (issue 21): remove them on merge.
-KNOWN_CYCLES = {
-    frozenset({"mlcore.backbone", "mlcore.setup_models"}),  # fixed on main by the lead
-    frozenset({"mlcore.embed", "mlcore.orientation"}),  # fixed on main by the lead
-}
-KNOWN_UPWARD = {
-    # The identification benchmark is tooling; it moves to bench/ on main (the lead's).
-    ("identification.management.commands.benchmark_identification", "config.stopping"),
-    ("identification.management.commands.benchmark_identification", "config.throwaway_db"),
-}
-KNOWN_LARGE_MODULES = {"mlcore.evaluate", "mlcore.train", "mlcore.train_backbone"}  # the lead's, on main
+KNOWN_CYCLES: set[frozenset[str]] = set()
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_LARGE_MODULES = {"mlcore.train"}  # the lead's, on main
 KNOWN_LONG_FUNCTIONS = {  # the lead's, on main
-    "identification.management.commands.benchmark_identification.Command._run",
     "mlcore.degrade.degrade_with_truth",
-    "mlcore.evaluate.evaluate",
     "mlcore.pipeline.Pipeline.process",
-    "mlcore.review_bench.run",
     "mlcore.side.side_net_fit",
     "mlcore.train.feedback_pairs",
     "mlcore.train.train_all",
 }
-KNOWN_TEST_IMPORTS = {("tests.mlcore.test_side", "tests.mlcore.test_pipeline")}  # the lead's, on main
+KNOWN_TEST_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _modules(packages) -> dict[str, Path]:

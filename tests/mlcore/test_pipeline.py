@@ -269,9 +269,9 @@ class TestQueryPath:
         searched at the rotation search's 8 turns against 50 catalogue coins. Untrained parts only:
         no orientation estimate, no learned projection. Measured on 12 seeds: rank 1 eleven times, and
         once rank 41 (the photo's degradation defeats it), so 5 of these 6 must succeed."""
+        from mlcore.cutout import catalogue_cutout
         from mlcore.dataset import load_ans_layout
         from mlcore.degrade import degrade_like_phone
-        from mlcore.evaluate import catalogue_cutout
         from mlcore.retrieval import InMemoryIndex, group_by_item, search_turns
 
         pipeline = Pipeline(pretrained_dir)

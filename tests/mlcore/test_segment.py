@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mlcore.bench_segment import BACKGROUNDS, composite_sample, iou, sensible_coins
+from bench.segmentation import BACKGROUNDS, composite_sample, iou, sensible_coins
 from mlcore.modelfiles import DEFAULT_MODELS_DIR, ModelFileError, check_file
 from mlcore.segment import Segmenter, detections_from_probability
 

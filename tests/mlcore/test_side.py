@@ -130,9 +130,9 @@ class TestOnRealCoins:
         a margin for other platforms' arithmetic. The issue's target (0.98 on degraded photos) is
         measured on the whole catalogue by the benchmarks, not here.
         """
+        from mlcore.cutout import catalogue_cutout
         from mlcore.dataset import load_ans_layout
         from mlcore.embed import Embedder
-        from mlcore.evaluate import catalogue_cutout
 
         models = Path(__file__).resolve().parents[2] / "var" / "models"
         if not (models / "manifest.json").exists():

@@ -1,6 +1,6 @@
 """How well does the pipeline identify coins? Leave-one-out retrieval with phone-like queries, no database.
 
-``python -m mlcore.evaluate --dataset DIR [--limit N] [--seed S] [--out FILE]`` prints JSON.
+``python -m bench.evaluate --dataset DIR [--limit N] [--seed S] [--out FILE]`` prints JSON.
 
 Protocol (seeded; see docs/ml-notes.md):
 
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlcore.cutout import rotate_upright
+from mlcore.cutout import catalogue_cutout, cutout_with_mask, mask_detection, rotate_upright
 from mlcore.dataset import METADATA_FIELDS, CatalogueRecord, hash_unit, load_ans_layout, split_types, type_key
-from mlcore.degrade import degrade_with_truth, object_mask
+from mlcore.degrade import degrade_with_truth
 from mlcore.metadata import AGREEMENT_WEIGHT
 from mlcore.orientation import BINS, angle_from_probabilities, angular_error, query_like
 from mlcore.pipeline import ROTATION_PRIOR, ROTATION_TURNS, TURN_RESIDUAL
@@ -84,27 +84,6 @@ def select_records(records: Sequence[CatalogueRecord], *, limit: int | None, see
             if pool and len(chosen) < limit:
                 chosen += by_type[pool.pop(0)][: limit - len(chosen)]
     return chosen
-
-
-def _detection(mask: np.ndarray):
-    from mlcore.segment import Detection
-
-    rows, cols = np.nonzero(mask)
-    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
-    return Detection(box=box, mask=mask, area=float(mask.mean()), circularity=1.0, centrality=1.0, score=1.0)
-
-
-def cutout_with_mask(image: Image.Image, mask: np.ndarray) -> Image.Image:
-    """The pipeline's cut-out (``mlcore.cutout.make_cutout``, on neutral grey) for a known mask."""
-    from mlcore.cutout import make_cutout
-
-    return make_cutout(image, _detection(mask)).on_neutral
-
-
-def catalogue_cutout(image: Image.Image) -> Image.Image:
-    """A studio photo on a plain background → the same cut-out the pipeline stores for catalogue images."""
-    rgb = image.convert("RGB")
-    return cutout_with_mask(rgb, object_mask(rgb))
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -224,7 +203,7 @@ def evaluate(
     query_records = [r for r in records if type_key(r) not in train_types and counts[type_key(r)] > 1]
     seg_model = None
     if segmenter == "model":
-        from mlcore.bench_segment import iou
+        from bench.segmentation import iou
         from mlcore.segment import Segmenter
 
         seg_model = Segmenter(models_dir)
@@ -454,7 +433,7 @@ def evaluate(
     }
     if seg_model is not None:
         figures["segmentation_misses"] = segmentation_misses
-        # The phone-like queries' own masks (mlcore.bench_segment measures the collector cut-outs).
+        # The phone-like queries' own masks (bench.segmentation measures the collector cut-outs).
         figures["segmentation_iou_mean"] = round(float(np.mean(segmentation_ious)), 4) if segmentation_ious else None
 
     # --- Baseline: zero-shot global-average features, no rotation handling ----------------------
@@ -641,7 +620,7 @@ def _latency(
         t1 = time.perf_counter()
         found = segmenter.find_objects(image)
         t2 = time.perf_counter()
-        detection = found[0] if found else _detection(np.ones((image.height, image.width), dtype=bool))
+        detection = found[0] if found else mask_detection(np.ones((image.height, image.width), dtype=bool))
         cut = make_cutout(image, detection).on_neutral
         t3 = time.perf_counter()
         angle, _ = estimator.estimate(cut)

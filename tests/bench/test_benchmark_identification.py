@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from identification.management.commands.benchmark_identification import _misses
+from bench.management.commands.benchmark_identification import _misses
 from mlcore.dataset import CatalogueRecord
 
 

@@ -1,4 +1,4 @@
-"""mlcore.review_bench: choosing test and review coins, and ranking items with a coin's own images hidden."""
+"""bench.review: choosing test and review coins, and ranking items with a coin's own images hidden."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.review import _ranked, split_coins
 from mlcore.dataset import CatalogueRecord
-from mlcore.review_bench import _ranked, split_coins
 
 
 def _records() -> list[CatalogueRecord]:

@@ -1,6 +1,6 @@
 """Measure the object finder: mask IoU on composited photos, latency, and multi-coin detection.
 
-``python -m mlcore.bench_segment [--data ../shared/data] [--out FILE] [--per-kind N] [--kinds K,..] [--catalogue N]``
+``python -m bench.segmentation [--data ../shared/data] [--out FILE] [--per-kind N] [--kinds K,..] [--catalogue N]``
 prints (and optionally writes) JSON:
 
 * ``iou``: the collector cut-outs (alpha = hand-made ground-truth mask) composited, at a random

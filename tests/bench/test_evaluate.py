@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.evaluate import estimate_from_probabilities, main, select_records, split_types, sweep_offsets, type_key
 from mlcore.dataset import CatalogueRecord
-from mlcore.evaluate import estimate_from_probabilities, main, select_records, split_types, sweep_offsets, type_key
 from mlcore.modelfiles import ModelFileError, check_file
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"

@@ -1,6 +1,6 @@
 """Does learning from reviews help? Retrieval before and after training on simulated volunteer reviews.
 
-``python -m mlcore.review_bench --dataset DIR --limit 200 --test-coins 25 --reviews 40 [--seed S] [--out FILE]``
+``python -m bench.review --dataset DIR --limit 200 --test-coins 25 --reviews 40 [--seed S] [--out FILE]``
 
 In memory, no database (the Django counterpart, through the real services, is
 ``manage.py benchmark_review_signal``). Protocol, seeded:
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mlcore.cutout import catalogue_cutout, cutout_with_mask
 from mlcore.dataset import CatalogueRecord, load_ans_layout
 from mlcore.modelfiles import link_pretrained
 from mlcore.retrieval import recall_at
@@ -43,8 +44,6 @@ from mlcore.train import (
     FEEDBACK_WEIGHT,
     FeedbackExample,
     TrainingReport,
-    catalogue_cutout,
-    mask_detection,
     train_all,
 )
 
@@ -74,7 +73,6 @@ def split_coins(
 
 def _query_photos(coins: list[CatalogueRecord], seed: int) -> dict[tuple[str, str], Image.Image]:
     """One phone-like photo per coin side, cut out with its true mask (as photographed, turned)."""
-    from mlcore.cutout import make_cutout
     from mlcore.degrade import degrade_with_truth
 
     photos = {}
@@ -83,7 +81,7 @@ def _query_photos(coins: list[CatalogueRecord], seed: int) -> dict[tuple[str, st
             rng = np.random.default_rng([seed, 7, number, side_number])
             with Image.open(record.images[side]) as raw:
                 photo = degrade_with_truth(raw.convert("RGB"), rng)
-            photos[(record.record_id, side)] = make_cutout(photo.image, mask_detection(photo.mask)).on_neutral
+            photos[(record.record_id, side)] = cutout_with_mask(photo.image, photo.mask)
     return photos
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
@@ -40,6 +41,7 @@ PREFIXES = {
     "svcs": SVCS,
     "doap": DOAP,
 }
+DUMP_NAME = "nomisma.rdf"  # RDF/XML, the form Nomisma.org's partners publish their dumps in
 # rdflib's names for the three serialisations served and dumped.
 SERIALISATIONS = {"ttl": "turtle", "jsonld": "json-ld", "rdf": "xml"}
 # Concept kind → the Nomisma property a type description uses for it.
@@ -224,3 +226,30 @@ def dump_graph(
         add_specimen(graph, specimen, item=visible_item(specimen), links=links)
     dataset_description(graph, links=links, counts={"NumismaticObject": len(specimens), "TypeSeriesItem": len(items)})
     return graph
+
+
+def format_for(path: Path, fmt: str | None = None) -> str:
+    """The rdflib serialisation for a file: ``fmt`` (ttl, jsonld, rdf) if given, else from its suffix."""
+    fmt = fmt or {".ttl": "ttl", ".jsonld": "jsonld", ".json": "jsonld", ".rdf": "rdf", ".xml": "rdf"}.get(
+        Path(path).suffix.lower()
+    )
+    if fmt not in SERIALISATIONS:
+        raise ValueError(f"say the format of {path}: --format ttl, jsonld or rdf (or name it .ttl, .jsonld, .rdf)")
+    return SERIALISATIONS[fmt]
+
+
+def dataset_export(*, path: Path, links: Links, fmt: str | None = None) -> dict[str, int]:
+    """Write the dump (``dump_graph``) to ``path``, replacing it only once the new one is whole.
+
+    The file may be served while it is rewritten (``/linked-data/nomisma.rdf``), hence the
+    temporary file and the rename. Returns the counts: specimens, items, triples.
+    """
+    path = Path(path)
+    serialisation = format_for(path, fmt)
+    specimens, items = list(public_specimens()), list(public_items())
+    graph = dump_graph(links=links, specimens=specimens, items=items)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    graph.serialize(destination=str(partial), format=serialisation, encoding="utf-8")
+    partial.replace(path)
+    return {"specimens": len(specimens), "items": len(items), "triples": len(graph)}

@@ -10,7 +10,10 @@ a catalogue between installations.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement, register_namespace, tostring
+
+from django.utils.text import get_valid_filename
 
 from collection.linked_data.iiif import has_service
 from collection.linked_data.links import Links
@@ -275,3 +278,35 @@ def item_nuds(item: Item, *, links: Links) -> bytes:
     if item.uri or item.reference:
         _linked(_add(desc, "refDesc"), "reference", item.reference, item.uri)
     return _bytes(root)
+
+
+def catalogue_nuds_export(*, folder: Path, links: Links, private: bool = False) -> int:
+    """Write one NUDS file per specimen into ``folder`` (``<record_id>.xml``); return how many.
+
+    Public by default: public specimens, linked to their type when it is published, without
+    findspot or provenance. ``private`` writes every specimen with every field, for moving a
+    catalogue to another installation (``import_nuds`` reads the folder back to the same rows).
+    """
+    from django.db.models import Prefetch
+
+    from collection.models import ItemStatus, SpecimenImage
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = SpecimenImage.objects.order_by("sort_order", "side", "pk")
+    specimens = (
+        Specimen.objects.select_related("source", "item", "item__source")
+        .prefetch_related(Prefetch("images", queryset=images), "item__concepts")
+        .order_by("record_id")
+    )
+    if not private:
+        specimens = specimens.filter(is_public=True)
+    written = 0
+    for specimen in specimens.iterator(chunk_size=500):
+        item = specimen.item
+        if item is not None and not private and item.status != ItemStatus.PUBLISHED:
+            item = None
+        name = get_valid_filename(f"{specimen.record_id}.xml")
+        (folder / name).write_bytes(specimen_nuds(specimen, item=item, links=links, private=private))
+        written += 1
+    return written

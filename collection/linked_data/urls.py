@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from collection.linked_data import views
+from collection.linked_data import nomisma, views
 
 DOCUMENT_FORMATS = "xml|ttl|jsonld|rdf"
 
@@ -32,5 +32,5 @@ urlpatterns = [
     ),
     re_path(r"^linked-data/void\.(?P<format>ttl|jsonld|rdf)$", views.void, name="void_document"),
     path("linked-data/void", views.void, {"format": "ttl"}, name="void"),
-    path(f"linked-data/{views.DUMP_NAME}", views.rdf_dump, name="rdf_dump"),
+    path(f"linked-data/{nomisma.DUMP_NAME}", views.rdf_dump, name="rdf_dump"),
 ]

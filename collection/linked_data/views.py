@@ -315,13 +315,10 @@ def void(request, format: str):
 @permission_classes([AllowAny])
 @renderer_classes([RDFXML])
 def rdf_dump(request):
-    path = settings.OBVERSE_LINKED_DATA_DIR / DUMP_NAME
+    path = settings.OBVERSE_LINKED_DATA_DIR / nomisma.DUMP_NAME
     if not path.is_file():
         raise Http404("No dump yet: run manage.py export_rdf.")
     return _cors(FileResponse(path.open("rb"), content_type="application/rdf+xml"))
-
-
-DUMP_NAME = "nomisma.rdf"
 
 
 @require_GET

@@ -68,7 +68,7 @@ def _rdf_wanted(request: HttpRequest, document: str, pk: int) -> HttpResponse | 
     preferred = request.get_preferred_type(["text/html", *RDF_FORMATS.values()])
     for fmt, media_type in RDF_FORMATS.items():
         if preferred == media_type:
-            response = HttpResponseRedirect(reverse(f"collection:{document}", kwargs={"pk": pk, "format": fmt}))
+            response = HttpResponseRedirect(reverse(f"collection:{document}", kwargs={"pk": pk, "fmt": fmt}))
             response.status_code = 303
             patch_vary_headers(response, ["Accept"])
             return response

@@ -47,10 +47,10 @@ class Links:
 
     # Their documents.
     def specimen_document(self, pk: int, fmt: str) -> str:
-        return self._reverse("specimen_document", pk=pk, format=fmt)
+        return self._reverse("specimen_document", pk=pk, fmt=fmt)
 
     def item_document(self, pk: int, fmt: str) -> str:
-        return self._reverse("item_document", pk=pk, format=fmt)
+        return self._reverse("item_document", pk=pk, fmt=fmt)
 
     def linked_art(self, pk: int) -> str:
         return self._reverse("specimen_linked_art", pk=pk)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-TILE_SIZE = 256  # OpenSeadragon's default; a 300 px catalogue photo has 2 levels and 5 tiles
+# 512 px tiles, as image servers commonly cut them: a photo up to 512 px is its own single tile (the
+# ANS's 300 px photos then cost an import nothing), a 2,400 px one has 4 levels and 25 tiles.
+TILE_SIZE = 512
 JPEG_QUALITY = 85
 
 

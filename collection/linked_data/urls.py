@@ -14,11 +14,11 @@ DOCUMENT_FORMATS = "xml|ttl|jsonld|rdf"
 
 urlpatterns = [
     re_path(
-        rf"^specimens/(?P<pk>[0-9]+)\.(?P<format>{DOCUMENT_FORMATS})$",
+        rf"^specimens/(?P<pk>[0-9]+)\.(?P<fmt>{DOCUMENT_FORMATS})$",
         views.specimen_document,
         name="specimen_document",
     ),
-    re_path(rf"^items/(?P<pk>[0-9]+)\.(?P<format>{DOCUMENT_FORMATS})$", views.item_document, name="item_document"),
+    re_path(rf"^items/(?P<pk>[0-9]+)\.(?P<fmt>{DOCUMENT_FORMATS})$", views.item_document, name="item_document"),
     path("specimens/<int:pk>/linked-art.json", views.specimen_linked_art, name="specimen_linked_art"),
     path("specimens/<int:pk>/viewer/", views.iiif_viewer, name="iiif_viewer"),
     path("iiif/specimens/<int:pk>/manifest.json", views.iiif_manifest, name="iiif_manifest"),
@@ -30,7 +30,7 @@ urlpatterns = [
         views.iiif_image_file,
         name="iiif_image_file",
     ),
-    re_path(r"^linked-data/void\.(?P<format>ttl|jsonld|rdf)$", views.void, name="void_document"),
-    path("linked-data/void", views.void, {"format": "ttl"}, name="void"),
+    re_path(r"^linked-data/void\.(?P<fmt>ttl|jsonld|rdf)$", views.void_document, name="void_document"),
+    path("linked-data/void", views.void, name="void"),
     path(f"linked-data/{nomisma.DUMP_NAME}", views.rdf_dump, name="rdf_dump"),
 ]

@@ -88,7 +88,7 @@ def _rdf(graph, fmt: str) -> HttpResponse:
 
 
 FORMAT_PARAMETER = OpenApiParameter(
-    "format",
+    "fmt",
     OpenApiTypes.STR,
     OpenApiParameter.PATH,
     enum=["xml", *RDF_FORMATS],
@@ -118,14 +118,14 @@ DOCUMENT_RESPONSES = {
 @api_view(["GET"])
 @permission_classes([AllowAny])
 @renderer_classes([NUDS_XML, *RDF_RENDERERS])
-def specimen_document(request, pk: int, format: str):
+def specimen_document(request, pk: int, fmt: str):
     specimen, item = _specimen(request, pk)
     links = Links.for_request(request)
-    if format == "xml":
+    if fmt == "xml":
         return _document(nuds.specimen_nuds(specimen, item=item, links=links), "application/xml")
     graph = nomisma.new_graph()
     nomisma.add_specimen(graph, specimen, item=item, links=links)
-    return _rdf(graph, format)
+    return _rdf(graph, fmt)
 
 
 @extend_schema(
@@ -142,16 +142,16 @@ def specimen_document(request, pk: int, format: str):
 @api_view(["GET"])
 @permission_classes([AllowAny])
 @renderer_classes([NUDS_XML, *RDF_RENDERERS])
-def item_document(request, pk: int, format: str):
+def item_document(request, pk: int, fmt: str):
     item = _item(request, pk)
     links = Links.for_request(request)
-    if format == "xml":
+    if fmt == "xml":
         return _document(nuds.item_nuds(item, links=links), "application/xml")
     graph = nomisma.new_graph()
     nomisma.add_item(graph, item, links=links)
     for specimen in nomisma.public_specimens().filter(item=item):
         nomisma.add_specimen(graph, specimen, item=item, links=links)
-    return _rdf(graph, format)
+    return _rdf(graph, fmt)
 
 
 @extend_schema(
@@ -283,26 +283,44 @@ VOID_RESPONSES = {
     (200, "application/ld+json"): OpenApiTypes.OBJECT,
     (200, "application/rdf+xml"): OpenApiTypes.STR,
 }
+VOID_DESCRIPTION = "Title, description, publisher, licence, URI space, the dump's address and object counts."
 
 
-@extend_schema(
-    tags=[TAG],
-    summary="VoID description of the published dataset (for Nomisma.org)",
-    description="Title, description, publisher, licence, URI space, the dump's address and object counts.",
-    parameters=[OpenApiParameter("format", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(RDF_FORMATS))],
-    responses=VOID_RESPONSES,
-)
-@api_view(["GET"])
-@permission_classes([AllowAny])
-@renderer_classes(RDF_RENDERERS)
-def void(request, format: str):
+def _void(request, fmt: str) -> HttpResponse:
     graph = nomisma.new_graph()
     counts = {
         "NumismaticObject": nomisma.public_specimens().count(),
         "TypeSeriesItem": nomisma.public_items().count(),
     }
     nomisma.dataset_description(graph, links=Links.for_request(request), counts=counts)
-    return _rdf(graph, format)
+    return _rdf(graph, fmt)
+
+
+@extend_schema(
+    tags=[TAG],
+    summary="VoID description of the published dataset (for Nomisma.org), by content negotiation",
+    description=f"{VOID_DESCRIPTION} This address is the dataset's URI; the Accept header picks the serialisation.",
+    responses=VOID_RESPONSES,
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+@renderer_classes(RDF_RENDERERS)
+def void(request):
+    return _void(request, request.accepted_renderer.format)
+
+
+@extend_schema(
+    tags=[TAG],
+    summary="VoID description of the published dataset, in one serialisation",
+    description=VOID_DESCRIPTION,
+    parameters=[OpenApiParameter("fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(RDF_FORMATS))],
+    responses=VOID_RESPONSES,
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+@renderer_classes(RDF_RENDERERS)
+def void_document(request, fmt: str):
+    return _void(request, fmt)
 
 
 @extend_schema(

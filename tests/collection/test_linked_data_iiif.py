@@ -36,36 +36,58 @@ def _body(response) -> bytes:
     return b"".join(response.streaming_content) if response.streaming else response.content
 
 
+def _photo(path: Path, size=(1100, 700), color="#a08040") -> Path:
+    """A photo larger than one tile (catalogue photos from a scanner), with something to see in it."""
+    image = Image.new("RGB", size, "white")
+    image.paste(Image.new("RGB", (size[0] // 2, size[1] // 2), color), (size[0] // 4, size[1] // 4))
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def large(db, tmp_path) -> SpecimenImage:
+    """A public specimen with a 1,100 × 700 PNG photo attached as an import attaches it."""
+    specimen = make_specimen(make_item())
+    image, outcome = services.specimen_image_attach(
+        specimen=specimen, side="obverse", path=_photo(tmp_path / "big.png")
+    )
+    assert outcome == "added"
+    return image
+
+
 @pytest.mark.django_db
 class TestTilesAtImport:
-    def test_every_imported_photo_has_its_tiles_in_storage(self, imported):
+    def test_an_ans_photo_is_its_own_single_tile(self, imported):
         for image in SpecimenImage.objects.all():
-            names = services.specimen_image_tile_names(image=image)
-            assert len(names) == 5, image  # 300 px JPEG: 4 tiles + the half size; full size is the photo
-            assert all(default_storage.exists(name) for name in names)
+            assert image.tiles["folder"] and image.tiles["full_from_image"]
+            assert services.specimen_image_tile_names(image=image) == []  # nothing to write: 300 px < 512 px
+
+    def test_a_larger_photo_gets_its_pyramid_in_storage(self, large):
+        names = services.specimen_image_tile_names(image=large)
+        assert len(names) == 11  # 8 tiles, the whole image at 1/2 and 1/4, and full size (a PNG: a JPEG copy)
+        assert all(default_storage.exists(name) for name in names)
 
     def test_replacing_a_photo_removes_the_old_tiles_after_commit(
-        self, imported, tmp_path, django_capture_on_commit_callbacks
+        self, large, tmp_path, django_capture_on_commit_callbacks
     ):
-        image = SpecimenImage.objects.filter(side="obverse").first()
-        old = services.specimen_image_tile_names(image=image)
-        photo = tmp_path / "new.png"
-        Image.new("RGB", (320, 200), "#a08040").save(photo)
+        old = services.specimen_image_tile_names(image=large)
         with django_capture_on_commit_callbacks(execute=True):
-            services.specimen_image_attach(specimen=image.specimen, side="obverse", path=photo)
-        image.refresh_from_db()
-        assert image.tiles["folder"] not in old[0]
+            services.specimen_image_attach(
+                specimen=large.specimen, side="obverse", path=_photo(tmp_path / "new.png", (900, 600), "#405080")
+            )
+        large.refresh_from_db()
+        new = services.specimen_image_tile_names(image=large)
+        assert not set(new) & set(old)
         assert not any(default_storage.exists(name) for name in old)
-        new = services.specimen_image_tile_names(image=image)
-        assert "full_max.jpg" in new[0] or any(n.endswith("full_max.jpg") for n in new)  # a PNG gets a JPEG copy
         assert all(default_storage.exists(name) for name in new)
 
     def test_a_failed_record_leaves_no_tiles_behind(self, ans_dir, tmp_path, settings):
         folder = copy_records(ans_dir, tmp_path, SMALL[:1])
-        (folder / "images" / f"{SMALL[0]}.rev.jpg").write_bytes(b"not a photo")  # the obverse is stored first
+        (folder / "images" / f"{SMALL[0]}.obv.jpg").unlink()
+        _photo(folder / "images" / f"{SMALL[0]}.obv.png")  # stored first, with its tiles…
+        (folder / "images" / f"{SMALL[0]}.rev.jpg").write_bytes(b"not a photo")  # …then the record fails
         result = import_nuds_paths([folder / "nuds"])
-        assert [reason for _, reason in result.failed] == [pytest.approx(result.failed[0][1])]
-        assert "unreadable image" in result.failed[0][1]
+        assert len(result.failed) == 1 and "unreadable image" in result.failed[0][1]
         assert not [p for p in (Path(settings.MEDIA_ROOT) / "iiif").rglob("*") if p.is_file()]
 
 
@@ -77,7 +99,8 @@ class TestTilesCommand:
         call_command("iiif_tiles", "--no-progress")
         image.refresh_from_db()
         assert image.tiles["folder"] and not image.tiles["full_from_image"]  # a PNG: full size is a JPEG tile
-        assert all(default_storage.exists(n) for n in services.specimen_image_tile_names(image=image))
+        names = services.specimen_image_tile_names(image=image)
+        assert names and all(default_storage.exists(n) for n in names)
         folder = image.tiles["folder"]
         call_command("iiif_tiles", "--no-progress")  # idempotent
         image.refresh_from_db()
@@ -86,26 +109,37 @@ class TestTilesCommand:
 
 @pytest.mark.django_db
 class TestImageService:
-    def test_info_json_lists_the_tiles_and_every_listed_file_is_served(self, imported, client):
-        image = SpecimenImage.objects.filter(side="reverse").first()
-        response = client.get(f"/iiif/images/{image.pk}/info.json")
+    def test_info_json_lists_the_tiles_and_every_listed_file_is_served(self, large, client):
+        response = client.get(f"/iiif/images/{large.pk}/info.json")
         assert response.status_code == 200
         assert response["Access-Control-Allow-Origin"] == "*"
         info = json.loads(response.content)
         assert info["type"] == "ImageService3" and info["profile"] == "level0"
-        assert info["id"] == f"http://testserver/iiif/images/{image.pk}"
-        assert (info["width"], info["height"]) == (300, 300)
-        assert info["tiles"] == [{"width": 256, "scaleFactors": [1, 2]}]
+        assert info["id"] == f"http://testserver/iiif/images/{large.pk}"
+        assert (info["width"], info["height"]) == (1100, 700)
+        assert info["tiles"] == [{"width": 512, "scaleFactors": [1, 2, 4]}]
         for size in info["sizes"]:
-            data = _body(client.get(f"/iiif/images/{image.pk}/full/{size['width']},{size['height']}/0/default.jpg"))
+            data = _body(client.get(f"/iiif/images/{large.pk}/full/{size['width']},{size['height']}/0/default.jpg"))
             assert Image.open(io.BytesIO(data)).size == (size["width"], size["height"])
-        for x, y, w, h in ((0, 0, 256, 256), (256, 0, 44, 256), (0, 256, 256, 44), (256, 256, 44, 44)):
-            response = client.get(f"/iiif/images/{image.pk}/{x},{y},{w},{h}/{w},{h}/0/default.jpg")
-            assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
-            assert response["Access-Control-Allow-Origin"] == "*"
-            assert Image.open(io.BytesIO(_body(response))).size == (w, h)
+        # Every tile a viewer asks for, at every scale factor, as OpenSeadragon computes them.
+        for factor in info["tiles"][0]["scaleFactors"]:
+            step = 512 * factor
+            for y in range(0, 700, step):
+                for x in range(0, 1100, step):
+                    w, h = min(step, 1100 - x), min(step, 700 - y)
+                    region = "full" if (w, h) == (1100, 700) else f"{x},{y},{w},{h}"
+                    size = f"{-(-w // factor)},{-(-h // factor)}"
+                    response = client.get(f"/iiif/images/{large.pk}/{region}/{size}/0/default.jpg")
+                    assert response.status_code == 200, (region, size)
+                    assert response["Content-Type"] == "image/jpeg"
+                    assert response["Access-Control-Allow-Origin"] == "*"
+                    assert Image.open(io.BytesIO(_body(response))).size == tuple(int(v) for v in size.split(","))
+
+    def test_full_size_of_a_jpeg_is_the_stored_photo_itself(self, imported, client):
+        image = SpecimenImage.objects.first()
         full = _body(client.get(f"/iiif/images/{image.pk}/full/max/0/default.jpg"))
-        assert full == image.image.open("rb").read()  # the stored JPEG itself, not a copy
+        assert full == image.image.open("rb").read()
+        assert _body(client.get(f"/iiif/images/{image.pk}/full/300,300/0/default.jpg")) == full
 
     @pytest.mark.parametrize(
         "path",
@@ -115,22 +149,20 @@ class TestImageService:
             "full/max/0/gray.jpg",
             "full/max/0/default.png",
             "pct:1,1,5,5/max/0/default.jpg",
+            "0,0,100,100/100,100/0/default.jpg",
         ],
     )
-    def test_what_level_0_does_not_offer_is_not_found(self, imported, client, path):
-        image = SpecimenImage.objects.first()
-        assert client.get(f"/iiif/images/{image.pk}/{path}").status_code == 404
+    def test_what_level_0_does_not_offer_is_not_found(self, large, client, path):
+        assert client.get(f"/iiif/images/{large.pk}/{path}").status_code == 404
 
-    def test_the_base_uri_redirects_to_info_json(self, imported, client):
-        image = SpecimenImage.objects.first()
-        response = client.get(f"/iiif/images/{image.pk}")
-        assert response.status_code == 303 and response["Location"].endswith(f"/iiif/images/{image.pk}/info.json")
+    def test_the_base_uri_redirects_to_info_json(self, large, client):
+        response = client.get(f"/iiif/images/{large.pk}")
+        assert response.status_code == 303 and response["Location"].endswith(f"/iiif/images/{large.pk}/info.json")
 
-    def test_images_of_specimens_that_are_not_public_are_not_served(self, imported, client):
-        image = SpecimenImage.objects.first()
-        Specimen.objects.filter(pk=image.specimen_id).update(is_public=False)
-        assert client.get(f"/iiif/images/{image.pk}/info.json").status_code == 404
-        assert client.get(f"/iiif/images/{image.pk}/full/max/0/default.jpg").status_code == 404
+    def test_images_of_specimens_that_are_not_public_are_not_served(self, large, client):
+        Specimen.objects.filter(pk=large.specimen_id).update(is_public=False)
+        assert client.get(f"/iiif/images/{large.pk}/info.json").status_code == 404
+        assert client.get(f"/iiif/images/{large.pk}/full/max/0/default.jpg").status_code == 404
 
 
 @pytest.mark.django_db

@@ -198,7 +198,7 @@ def public_specimens() -> QuerySet[Specimen]:
     return (
         Specimen.objects.filter(is_public=True)
         .select_related("source", "item", "item__source")
-        .prefetch_related(Prefetch("images", queryset=images), "item__concepts")
+        .prefetch_related(Prefetch("images", queryset=images))
         .order_by("record_id")
     )
 

@@ -89,6 +89,7 @@ def test_mirador_opens_the_manifest_and_shows_both_sides(chromium, live_server, 
     page.on("requestfinished", lambda r: served.append(r.url))
 
     page.goto(f"/specimens/{specimen.pk}/")
+    page.locator(".linked-data").screenshot(path=str(_shot("specimen-open-data")))
     with page.expect_navigation():
         page.click("a.iiif-viewer-link")
     assert page.url.endswith(f"/specimens/{specimen.pk}/viewer/")
@@ -102,7 +103,8 @@ def test_mirador_opens_the_manifest_and_shows_both_sides(chromium, live_server, 
     page.wait_for_timeout(1500)
     page.screenshot(path=str(_shot("mirador-obverse")))
     canvases.nth(1).click()  # the reverse
-    page.wait_for_timeout(1500)
+    page.wait_for_selector("text=2 of 2 • Reverse")
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(_shot("mirador-reverse")))
 
     iiif_files = [url for url in served if re.search(r"/iiif/images/\d+/.+/default\.jpg$", url)]

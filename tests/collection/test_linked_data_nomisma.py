@@ -185,3 +185,22 @@ class TestDump:
         assert set(graph.subjects(RDF.type, NMO.NumismaticObject)) == {URIRef(f"{BASE}/specimens/{shown.pk}/")}
         assert URIRef(f"{BASE}/items/{draft.pk}/") not in set(graph.subjects())
         assert (URIRef(f"{BASE}/linked-data/void"), RDF.type, VOID.Dataset) in graph
+
+
+@pytest.mark.django_db
+def test_the_dump_costs_the_same_queries_for_more_specimens(tmp_path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for_dump() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            call_command("export_rdf", str(tmp_path / "dump.ttl"), "--base-url", BASE)
+        return len(captured)
+
+    mint = make_concept("mint", "Roma", uri="http://nomisma.org/id/rome")
+    for _ in range(2):
+        make_image(make_specimen(make_item(concepts=[mint])))
+    few = queries_for_dump()
+    for _ in range(6):
+        make_image(make_specimen(make_item(concepts=[mint])))
+    assert queries_for_dump() == few

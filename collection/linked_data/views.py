@@ -59,8 +59,10 @@ RDF_RENDERERS = [TURTLE, JSONLD, RDFXML]
 
 
 def _cors(response: HttpResponse, *, max_age: int = CACHE_SECONDS) -> HttpResponse:
+    """Open to every origin, and cacheable for a while. Not "public": a curator also sees records that are
+    not public through these views, and Django's ``Vary: Cookie`` keeps a shared cache from mixing them."""
     response["Access-Control-Allow-Origin"] = "*"
-    response["Cache-Control"] = f"public, max-age={max_age}"
+    response["Cache-Control"] = f"max-age={max_age}"
     return response
 
 

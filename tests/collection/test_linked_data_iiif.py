@@ -173,6 +173,7 @@ class TestManifest:
         assert response.status_code == 200
         assert response["Content-Type"].startswith("application/ld+json")
         assert response["Access-Control-Allow-Origin"] == "*"
+        assert "Cookie" in response["Vary"] and "public" not in response["Cache-Control"]  # curators see more
         data = json.loads(response.content)
         Manifest.model_validate({k: v for k, v in data.items() if k != "@context"})  # the Presentation 3 schema
         assert data["@context"] == "http://iiif.io/api/presentation/3/context.json"

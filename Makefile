@@ -5,15 +5,31 @@ PIP := .venv/bin/pip
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install models db run test lint bench bench-scale stop-db browser stress
+.PHONY: install models db run test lint bench bench-scale stop-db browser stress mirador
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade "pip==25.3"
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	rm -f .venv/.installed-* && touch $(STAMP)
+
+# Mirador (the IIIF viewer on /specimens/<id>/viewer/), pinned by package-lock.json, installed from
+# the npm registry and served from our static files, never from a CDN. Only its built bundle is used,
+# so the peer dependencies it bundles are not installed, nor any package scripts run.
+MIRADOR := static/vendor/mirador/mirador.min.js
+mirador: $(MIRADOR)
+
+$(MIRADOR): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglevel=error && \
+		mkdir -p static/vendor/mirador && \
+		cp node_modules/mirador/dist/mirador.min.js node_modules/mirador/LICENSE static/vendor/mirador/; \
+	else \
+		echo "npm not found: the IIIF viewer page needs Mirador; install Node.js 20 and npm, then run make mirador."; \
+	fi
 
 models: install
 	$(PY) -m mlcore.setup_models
@@ -22,7 +38,7 @@ models: install
 db: install
 	@if [ -z "$$DATABASE_URL" ]; then $(PY) -m config.embedded_db start >/dev/null && echo "embedded PostgreSQL: $$($(PY) -m config.embedded_db status)"; fi
 
-run: models db
+run: models db mirador
 	$(PY) -m config.run
 
 lint: install
@@ -45,7 +61,7 @@ browser:
 # runs the suite in one process, `TEST_WORKERS=auto` one worker per core.
 TEST_WORKERS ?= 2
 
-test: models db lint browser
+test: models db lint browser mirador
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -n $(TEST_WORKERS)

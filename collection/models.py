@@ -235,6 +235,9 @@ class SpecimenImage(models.Model):
     remote_url = models.URLField(max_length=500, blank=True, help_text="Reference to the source's own file.")
     cutout = models.ImageField(upload_to="cutouts/", blank=True, max_length=300)
     thumbnail = models.ImageField(upload_to="thumbnails/", blank=True, max_length=300)
+    # Static IIIF level 0 tiles (collection.linked_data.tiles), cut when the file is stored:
+    # {"folder": storage folder, "tile": tile size, "full_from_image": full size is the image file}.
+    tiles = models.JSONField(default=dict, blank=True)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)

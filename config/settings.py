@@ -245,6 +245,16 @@ OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
 OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
 OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
 OBVERSE_SITE_URL = env_str("OBVERSE_SITE_URL", "http://127.0.0.1:8000")  # links in emails
+# The published dataset (Nomisma's VoID: title, description, publisher and licence are required).
+# Records derived from the ANS's are ODbL, whence the default licence.
+OBVERSE_DATASET_TITLE = env_str("OBVERSE_DATASET_TITLE", "Obverse numismatic collection")
+OBVERSE_DATASET_DESCRIPTION = env_str(
+    "OBVERSE_DATASET_DESCRIPTION", "Coins of the collection, linked to their types in Nomisma.org's type corpora."
+)
+OBVERSE_DATASET_PUBLISHER = env_str("OBVERSE_DATASET_PUBLISHER", "Obverse")
+OBVERSE_DATASET_LICENCE = env_str("OBVERSE_DATASET_LICENCE", "http://opendatacommons.org/licenses/odbl/")
+# Where `manage.py export_rdf` writes the dump by default, which /linked-data/nomisma.rdf serves.
+OBVERSE_LINKED_DATA_DIR = Path(env_str("OBVERSE_LINKED_DATA_DIR", str(VAR_DIR / "linked-data")))
 OBVERSE_SHARED_DATA_DIR = Path(env_str("OBVERSE_SHARED_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 
 LOGGING = {

@@ -212,7 +212,11 @@ class ImportRun:
     def attach_image(self, **kwargs: Any) -> None:
         image, outcome = services.specimen_image_attach(**kwargs)
         if outcome in ("added", "replaced"):
-            self._written_files += [image.image.name, image.thumbnail.name]
+            self._written_files += [
+                image.image.name,
+                image.thumbnail.name,
+                *services.specimen_image_tile_names(image=image),
+            ]
         setattr(self.result, f"images_{outcome}", getattr(self.result, f"images_{outcome}") + 1)
         if outcome in ("added", "replaced"):
             self.result.image_ids.append(image.pk)

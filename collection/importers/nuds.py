@@ -157,6 +157,9 @@ def nuds_parse(data: bytes) -> NudsRecord:
     root = nuds_tree(data)
     if root.tag != f"{{{NUDS}}}nuds":
         raise RecordError(f"not a NUDS record: the root element is {root.tag!r}, expected {{{NUDS}}}nuds")
+    if root.get("recordType") == "conceptual":
+        raise RecordError("a conceptual NUDS record (a coin type), not a physical specimen: nothing to import")
+
     control = _find(root, "n:control")
     record_id = _text(_find(control, "n:recordId"))
     if not record_id:
@@ -276,6 +279,10 @@ def _read_specimen(record: NudsRecord, desc: Element | None, citations: list[str
         "citations": [c for c in citations if c],
         "notes": [_text(e) for e in _findall(desc, "n:descriptionSet/n:description") if _text(e)],
         "acknowledgments": [_text(e) for e in _findall(admin, "n:acknowledgment") if _text(e)],
+        # The holding collection's URI (Nomisma's nm:ans…), which linked data publishes as nmo:hasCollection.
+        "collection_uri": (
+            _find(admin, "n:collection").get(HREF, "").strip() if _find(admin, "n:collection") is not None else ""
+        ),
         # The specimen's own readings, kept even when a type supplies the item's text.
         **{key: value for key, value in record.item_fields.items() if key.endswith(("legend", "description"))},
     }

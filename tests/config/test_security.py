@@ -29,6 +29,7 @@ from rest_framework.authtoken.models import Token
 
 from collection.importers.tabular import import_csv_file
 from collection.models import SpecimenImage
+from collection.services import specimen_image_tile_names
 from config import embedded_db
 from config.middleware import content_security_policy
 from identification import indexing
@@ -592,6 +593,12 @@ PUBLIC_API = [
     "/api/v1/submissions/{waiting}/",
     "/api/schema/?format=json",
     "/identify/{waiting}/status.json",
+    # Linked data: NUDS, Nomisma RDF, Linked Art, IIIF (findspot and provenance never go out).
+    *(f"/specimens/{{specimen}}.{fmt}" for fmt in ("xml", "ttl", "jsonld", "rdf")),
+    *(f"/items/{{item}}.{fmt}" for fmt in ("xml", "ttl")),
+    "/specimens/{specimen}/linked-art.json",
+    "/iiif/specimens/{specimen}/manifest.json",
+    "/iiif/items/{item}/collection.json",
 ]
 
 
@@ -662,7 +669,8 @@ def test_no_exif_or_gps_in_any_stored_file_of_an_import(tmp_path, settings, fake
     for image in SpecimenImage.objects.all():
         indexing.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)  # writes the cut-out
     stored = [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
-    assert len(stored) == 12  # image, thumbnail and cut-out of 4 photos
+    tiles = sum(len(specimen_image_tile_names(image=image)) for image in SpecimenImage.objects.all())
+    assert len(stored) == 12 + tiles  # image, thumbnail and cut-out of 4 photos, and any IIIF tiles (none under 512 px)
     for file in stored:
         assert_no_metadata(file)
 

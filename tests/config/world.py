@@ -25,6 +25,7 @@ from rest_framework.authtoken.models import Token
 from collection.models import EMBEDDING_DIMENSIONS, Item, Specimen
 from collection.roles import ensure_role_groups
 from collection.search import item_refresh_search
+from collection.services import specimen_image_tiles_make
 from identification.models import Submission
 from review import services as rs
 from review.models import Proposal
@@ -100,6 +101,7 @@ def build_world(settings, tmp_path, *, volunteer: User, curator: User, admin_use
         item, title=XSS.format("specimen"), findspot=FINDSPOT, provenance=PROVENANCE, source=source
     )
     catalogue_image = make_image(specimen)
+    specimen_image_tiles_make(image_id=catalogue_image.pk)  # as an import does: the IIIF URLs then answer
     waiting = make_submission([item], email=REQUESTER_EMAIL)
     Submission.objects.filter(pk=waiting.pk).update(requester_name=REQUESTER_NAME, notes=XSS.format("notes"))
     # As the pipeline leaves it: an embedding to search again with when the candidates are narrowed.
@@ -207,6 +209,22 @@ MATRIX: dict[str, Row] = {
     "items/<int:pk>/": Row("/items/{item}/", **PUBLIC_PAGE),
     "specimens/<int:pk>/": Row("/specimens/{specimen}/", **PUBLIC_PAGE),
     "concepts/<slug:kind>/<slug:slug>/": Row("/concepts/{concept_kind}/{concept_slug}/", **PUBLIC_PAGE),
+    # Linked data (collection.linked_data): read-only documents for anyone; POST is not a method they have.
+    r"^specimens/(?P<pk>[0-9]+)\.(?P<fmt>xml|ttl|jsonld|rdf)$": Row("/specimens/{specimen}.ttl", **PUBLIC_PAGE),
+    r"^items/(?P<pk>[0-9]+)\.(?P<fmt>xml|ttl|jsonld|rdf)$": Row("/items/{item}.xml", **PUBLIC_PAGE),
+    "specimens/<int:pk>/linked-art.json": Row("/specimens/{specimen}/linked-art.json", **PUBLIC_PAGE),
+    "specimens/<int:pk>/viewer/": Row("/specimens/{specimen}/viewer/", **PUBLIC_PAGE),
+    "iiif/specimens/<int:pk>/manifest.json": Row("/iiif/specimens/{specimen}/manifest.json", **PUBLIC_PAGE),
+    "iiif/items/<int:pk>/collection.json": Row("/iiif/items/{item}/collection.json", **PUBLIC_PAGE),
+    "iiif/images/<int:pk>": Row("/iiif/images/{obj_specimenimage}", get=everyone(303), post=everyone(405)),
+    "iiif/images/<int:pk>/info.json": Row("/iiif/images/{obj_specimenimage}/info.json", **PUBLIC_PAGE),
+    "iiif/images/<int:pk>/<str:region>/<str:size>/<str:rotation>/<str:filename>": Row(
+        "/iiif/images/{obj_specimenimage}/full/max/0/default.jpg", **PUBLIC_PAGE
+    ),
+    r"^linked-data/void\.(?P<fmt>ttl|jsonld|rdf)$": Row("/linked-data/void.rdf", **PUBLIC_PAGE),
+    "linked-data/void": Row("/linked-data/void", **PUBLIC_PAGE),
+    # The dump exists once `manage.py export_rdf` has run; not in this world.
+    "linked-data/nomisma.rdf": Row("/linked-data/nomisma.rdf", get=everyone(404), post=everyone(405)),
     # Identify: open to everyone; an empty form is refused (400) and stores nothing.
     "identify/": Row("/identify/", get=everyone(200), post=everyone(400), data={"notes": "No photo."}),
     "identify/examples/<slug:key>/": Row("/identify/examples/{example}/", get=everyone(405), post=everyone(302)),

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from collection.models import KEY_KINDS, Concept, Item, ItemStatus, Side, Specimen, SpecimenImage
+from collection.services import specimen_image_tiles_make
 from identification.indexing import catalogue_index_enqueue
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
 from review import rules, selectors
@@ -406,6 +407,7 @@ def _copy_images(submission: Submission, specimen: Specimen) -> list[SpecimenIma
             with photo.cutout.open("rb") as fh:
                 image.cutout.save(f"{specimen.record_id}.{side}.{order}.png", ContentFile(fh.read()), save=False)
         image.save()
+        specimen_image_tiles_make(image_id=image.pk)  # IIIF tiles, as an import cuts them
         created.append(image)
     return created
 

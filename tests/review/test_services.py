@@ -270,6 +270,7 @@ class TestProposalApprove:
         assert [image.side for image in images] == ["obverse", "reverse"]
         assert all(image.image and image.cutout and image.sha256 for image in images)
         assert images[0].image.read() == submission.images.get(position=0).original.read()
+        assert all(image.tiles for image in images)  # IIIF tiles, as an import cuts them: the manifest works
         proposal.refresh_from_db()
         assert (proposal.status, proposal.decided_by, proposal.specimen) == ("approved", curator, specimen)
         assert status_of(submission) == SubmissionStatus.RESOLVED

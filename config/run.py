@@ -36,8 +36,16 @@ def main() -> int:
     manage("train_models", "--background-if-untrained")
 
     # Each child leads its own process group, so stopping it also stops the workers qcluster forks.
-    commands = [["runserver", f"{HOST}:{PORT}", "--noreload"], ["qcluster"]]
-    children = [subprocess.Popen([sys.executable, "manage.py", *cmd], start_new_session=True) for cmd in commands]
+    # The worker's two clusters: visitors' photos, and bulk work (indexing, training) that never delays them.
+    commands = [
+        (["runserver", f"{HOST}:{PORT}", "--noreload"], {}),
+        (["qcluster"], {}),
+        (["qcluster"], {"Q_CLUSTER_NAME": "bulk"}),
+    ]
+    children = [
+        subprocess.Popen([sys.executable, "manage.py", *cmd], env={**os.environ, **env}, start_new_session=True)
+        for cmd, env in commands
+    ]
     print(
         f"\nObverse is running on http://{HOST}:{PORT}/  (Ctrl-C stops web server, worker and database)\n", flush=True
     )

@@ -211,10 +211,16 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", 
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in
 # memory, so they are recycled after a number of tasks; `timeout` stays below `retry` so a task is
 # never handed to a second worker while the first still runs it.
+# Two clusters on one broker: the default one processes visitors' photos (short tasks), the ``bulk``
+# one the catalogue's indexing and training (identification.jobs), so a photo never waits behind
+# them. Start the bulk one with ``Q_CLUSTER_NAME=bulk manage.py qcluster`` (``make run`` starts both).
+# A task's time limit must stay below ``retry``: the broker hands a task whose worker died to
+# another after ``retry`` seconds.
+OBVERSE_BULK_TIMEOUT_S = env_int("OBVERSE_BULK_TIMEOUT_S", 4 * 3600)  # a training on a large catalogue
 Q_CLUSTER = {
     "name": "obverse",
     "orm": "default",
-    "workers": env_int("OBVERSE_WORKERS", 2),  # a long task (training) must not block identifications
+    "workers": env_int("OBVERSE_WORKERS", 2),
     "recycle": 200,
     "timeout": 600,
     "retry": 720,
@@ -222,7 +228,17 @@ Q_CLUSTER = {
     "queue_limit": 20,
     "catch_up": False,
     "sync": env_bool("OBVERSE_Q_SYNC", False),
+    "ALT_CLUSTERS": {
+        "bulk": {
+            "workers": env_int("OBVERSE_BULK_WORKERS", 1),
+            "timeout": OBVERSE_BULK_TIMEOUT_S,
+            "retry": OBVERSE_BULK_TIMEOUT_S + 600,
+            "max_attempts": 3,
+            "queue_limit": 4,
+        }
+    },
 }
+OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)  # catalogue images per indexing task (~20 s each)
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))

@@ -274,6 +274,12 @@ class BackgroundJob(models.Model):
         elapsed = (timezone.now() - self.started_at).total_seconds()
         return max(0.0, elapsed / finished * (self.total - finished))
 
+    @property
+    def minutes_left(self) -> int | None:
+        """``seconds_left`` in whole minutes, rounded up (what a page shows)."""
+        seconds = self.seconds_left
+        return None if seconds is None else max(1, -(-int(seconds) // 60))
+
 
 class IndexChunk(models.Model):
     """A few hundred catalogue images of an indexing job: one task, counted into the job exactly once."""

@@ -238,7 +238,20 @@ Q_CLUSTER = {
         }
     },
 }
-OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)  # catalogue images per indexing task (~20 s each)
+# The broker: PostgreSQL itself by default (nothing more to run), or Redis for several worker machines
+# (OBVERSE_BROKER=redis; `make run` starts a local redis-server when the URL is on this machine).
+# Redis does not re-deliver a task whose worker died; the sweep (identification.sweep) requeues it.
+OBVERSE_BROKER = env_str("OBVERSE_BROKER", "orm")
+OBVERSE_REDIS_URL = env_str("OBVERSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+if OBVERSE_BROKER == "redis":
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = OBVERSE_REDIS_URL
+elif OBVERSE_BROKER != "orm":
+    raise ImproperlyConfigured(f"OBVERSE_BROKER must be 'orm' or 'redis', not {OBVERSE_BROKER!r}.")
+OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)
+# An indexing job that has not moved for this long lost a chunk (a worker died; Redis does not deliver
+# it again): the sweep queues its unfinished chunks again.
+OBVERSE_BULK_STALE_S = env_int("OBVERSE_BULK_STALE_S", 1800)  # catalogue images per indexing task (~20 s each)
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))

@@ -87,7 +87,9 @@ def index_chunk_run(*, chunk_id: int) -> int:
         # The job's row is locked so that two chunks finishing together see each other's flag.
         BackgroundJob.objects.select_for_update().filter(pk=job.pk).first()
         if IndexChunk.objects.filter(pk=chunk.pk, finished=False).update(finished=True):
-            BackgroundJob.objects.filter(pk=job.pk).update(done=F("done") + indexed, failed=F("failed") + failed)
+            BackgroundJob.objects.filter(pk=job.pk).update(
+                done=F("done") + indexed, failed=F("failed") + failed, updated_at=timezone.now()
+            )
             if not IndexChunk.objects.filter(job_id=job.pk, finished=False).exists():
                 transaction.on_commit(lambda: _index_job_finish(job.pk))
     return indexed
@@ -181,6 +183,28 @@ def training_run(*, job_id: int) -> str:
         if job.rerun:
             transaction.on_commit(training_request)
     return report.version
+
+
+def index_chunks_requeue_stale(*, now=None) -> list[int]:
+    """Queue again the unfinished chunks of indexing jobs that have not moved for OBVERSE_BULK_STALE_S.
+
+    With the database broker a task whose worker died comes back by itself (``Q_CLUSTER["retry"]``);
+    Redis has no such receipt, so the sweep does it. A chunk run twice does nothing twice.
+    """
+    from datetime import timedelta
+
+    now = now or timezone.now()
+    stale = BackgroundJob.objects.filter(
+        kind=JobKind.INDEX,
+        status__in=ACTIVE_JOB_STATUSES,
+        updated_at__lt=now - timedelta(seconds=settings.OBVERSE_BULK_STALE_S),
+    )
+    chunks = list(IndexChunk.objects.filter(job__in=stale, finished=False).values_list("pk", flat=True))
+    if chunks:
+        stale.update(updated_at=now)  # the clock restarts: the next sweep waits again
+        for chunk in chunks:
+            transaction.on_commit(lambda chunk=chunk: bulk_enqueue("identification.tasks.index_chunk", chunk))
+    return chunks
 
 
 def active_jobs() -> list[BackgroundJob]:

@@ -26,4 +26,5 @@ def train_models(job_id: int) -> str:
 def sweep_submissions() -> str:
     """Requeue or fail submissions the queue lost or whose worker died (run every few minutes by a Schedule)."""
     report = sweep.submission_sweep_stuck()
-    return f"requeued {len(report.requeued)}, failed {len(report.failed)}"
+    chunks = jobs.index_chunks_requeue_stale()
+    return f"requeued {len(report.requeued)}, failed {len(report.failed)}; indexing chunks queued again {len(chunks)}"

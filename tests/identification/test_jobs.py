@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q import tasks as q_tasks
 
-from collection.models import ImageEmbedding, SpecimenImage
+from collection.models import ImageEmbedding
 from identification import indexing, jobs
 from identification.models import BackgroundJob, IndexChunk, JobKind, JobStatus
-from tests.factories import make_item, make_specimen, pattern_png
+from tests.factories import unindexed_catalogue_images
 
 pytestmark = pytest.mark.django_db
 
@@ -26,18 +23,6 @@ def queued(monkeypatch):
         q_tasks, "async_task", lambda func, *args, **kwargs: calls.append((func, args, kwargs["cluster"]))
     )
     return calls
-
-
-def unindexed_images(count: int) -> list[int]:
-    item = make_item()
-    ids = []
-    for seed in range(count):
-        specimen = make_specimen(item)
-        data = pattern_png(100 + seed)
-        image = SpecimenImage(specimen=specimen, side="obverse", sha256=hashlib.sha256(data).hexdigest())
-        image.image.save(f"{specimen.record_id}.png", ContentFile(data), save=True)
-        ids.append(image.pk)
-    return ids
 
 
 class TestIndexing:
@@ -56,7 +41,7 @@ class TestIndexing:
         self, settings, fake_pipeline, queued, django_capture_on_commit_callbacks
     ):
         settings.OBVERSE_INDEX_CHUNK = 2
-        ids = unindexed_images(3)
+        ids = unindexed_catalogue_images(3)
         with django_capture_on_commit_callbacks(execute=True):
             job = jobs.index_job_start(image_ids=[*ids, 999999])  # one id is no image any more
         first, second = job.chunks.order_by("pk")
@@ -78,7 +63,7 @@ class TestIndexing:
         self, settings, fake_pipeline, monkeypatch, django_capture_on_commit_callbacks, queued
     ):
         settings.OBVERSE_INDEX_CHUNK = 10
-        ids = unindexed_images(4)
+        ids = unindexed_catalogue_images(4)
         with django_capture_on_commit_callbacks(execute=True):
             job = jobs.index_job_start(image_ids=ids)
         (chunk,) = job.chunks.all()
@@ -100,6 +85,24 @@ class TestIndexing:
         assert ImageEmbedding.objects.filter(image_id__in=ids).count() == 4
         assert fake_pipeline.calls == 4  # the two done before the kill were not cut out again
 
+    def test_the_sweep_queues_again_the_chunks_of_a_job_that_stopped_moving(
+        self, settings, queued, django_capture_on_commit_callbacks
+    ):
+        from datetime import timedelta
+
+        settings.OBVERSE_INDEX_CHUNK = 2
+        with django_capture_on_commit_callbacks(execute=True):
+            job = jobs.index_job_start(image_ids=[1, 2, 3])
+        first = job.chunks.order_by("pk").first()
+        IndexChunk.objects.filter(pk=first.pk).update(finished=True)
+        queued.clear()
+        assert jobs.index_chunks_requeue_stale() == []  # it moved just now
+        later = timezone.now() + timedelta(seconds=settings.OBVERSE_BULK_STALE_S + 1)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert jobs.index_chunks_requeue_stale(now=later) == [job.chunks.order_by("pk").last().pk]
+        assert [(func, cluster) for func, _, cluster in queued] == [("identification.tasks.index_chunk", "bulk")]
+        assert jobs.index_chunks_requeue_stale(now=later) == []  # its clock restarted
+
     def test_a_trainings_index_activates_its_version_when_complete(
         self, settings, fake_pipeline, monkeypatch, django_capture_on_commit_callbacks, queued
     ):
@@ -107,7 +110,7 @@ class TestIndexing:
 
         activated = []
         monkeypatch.setattr(versions, "version_activate", lambda models_dir, version: activated.append(version))
-        ids = unindexed_images(2)
+        ids = unindexed_catalogue_images(2)
         with django_capture_on_commit_callbacks(execute=True):
             job = jobs.index_job_start(image_ids=ids, version="v2", activate=True)
         assert fake_pipeline.versions_asked == [] and activated == []
@@ -142,7 +145,7 @@ class TestTraining:
 
         asked = []
         monkeypatch.setattr(training, "models_train", lambda **kwargs: asked.append(kwargs) or Report())
-        unindexed_images(2)
+        unindexed_catalogue_images(2)
         with django_capture_on_commit_callbacks(execute=True):
             job = jobs.training_request()
         BackgroundJob.objects.filter(pk=job.pk).update(rerun=True)

@@ -113,8 +113,13 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("OBVERSE_MEDIA_ROOT", str(VAR_DIR / "media")))
+# Media (catalogue photos, cut-outs, tiles) and the private raw uploads, through Django's storage API:
+# local folders by default; with OBVERSE_STORAGE=s3 an S3 bucket (django-storages, requirements-s3.txt),
+# which the web server and every worker machine then share (docs/deploy.md).
+OBVERSE_STORAGE = env_str("OBVERSE_STORAGE", "local")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "private": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": ""}},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
         if not DEBUG
@@ -256,6 +261,22 @@ OBVERSE_BULK_STALE_S = env_int("OBVERSE_BULK_STALE_S", 1800)  # catalogue images
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))
 OBVERSE_PRIVATE_UPLOADS = Path(env_str("OBVERSE_PRIVATE_UPLOADS", str(VAR_DIR / "uploads")))  # never served
+STORAGES["private"]["OPTIONS"]["location"] = str(OBVERSE_PRIVATE_UPLOADS)
+if OBVERSE_STORAGE == "s3":
+    _s3 = {
+        "bucket_name": env_str("OBVERSE_S3_BUCKET"),
+        "endpoint_url": env_str("OBVERSE_S3_ENDPOINT_URL") or None,  # another S3-compatible service
+        "region_name": env_str("OBVERSE_S3_REGION") or None,
+        "file_overwrite": False,
+    }
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {**_s3, "location": "media"}}
+    # Raw uploads: never public; the workers read them with the bucket's credentials.
+    STORAGES["private"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {**_s3, "location": "uploads", "default_acl": "private", "querystring_auth": True},
+    }
+elif OBVERSE_STORAGE != "local":
+    raise ImproperlyConfigured(f"OBVERSE_STORAGE must be 'local' or 's3', not {OBVERSE_STORAGE!r}.")
 OBVERSE_MAX_UPLOAD_BYTES = env_int("OBVERSE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 # A whole request (two photos and the form) may not be larger: refused with 413 before Django reads it,
 # so an oversized upload never fills the temporary folder (config.middleware.RequestSizeLimitMiddleware).

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import Storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -25,14 +25,27 @@ from identification.models import DeclaredSide, Submission
 MARKUP_SIGNATURES = (b"<html", b"<svg", b"<script", b"<!doctype", b"<body", b"<iframe")
 
 
-def private_uploads() -> FileSystemStorage:
-    """Raw uploads, kept outside the public media folder until re-encoded without metadata."""
-    return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
+def private_uploads() -> Storage:
+    """Raw uploads (``STORAGES["private"]``), never served, kept apart from the public media until re-encoded."""
+    from django.core.files.storage import FileSystemStorage, storages
+
+    storage = storages["private"]
+    if isinstance(storage, FileSystemStorage) and storage.location != str(settings.OBVERSE_PRIVATE_UPLOADS):
+        # The setting was changed after the storage was made (tests, the benchmark's throw-away folders).
+        return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
+    return storage
 
 
-def uploads_discard(storage: FileSystemStorage, submission_id) -> None:
-    """Remove a submission's upload folder, including a file left half-written by a full disk."""
-    shutil.rmtree(storage.path(str(submission_id)), ignore_errors=True)
+def uploads_discard(storage: Storage, submission_id) -> None:
+    """Remove a submission's uploads, including a file left half-written by a full disk."""
+    try:
+        folder = storage.path(str(submission_id))
+    except NotImplementedError:  # a remote storage: delete its files one by one
+        _, names = storage.listdir(str(submission_id))
+        for name in names:
+            storage.delete(f"{submission_id}/{name}")
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def decode_limits():

@@ -74,15 +74,15 @@ def submission_create(
         requester_name=requester_name,
         requester_email=requester_email,
         user=user,
-        client_ip=client_ip,
         contact_required=contact_required,
     )
     if errors:
         raise ValidationError(errors)
     storage = uploads.private_uploads()
+    anonymous = user is None or not user.is_authenticated
     # The id (a new UUID) is known before anything is written, so a failure removes the whole folder.
     submission = Submission(
-        submitted_by=user if user is not None and user.is_authenticated else None,
+        submitted_by=None if anonymous else user,
         requester_name=requester_name.strip(),
         requester_email=requester_email.strip(),
         notes=notes.strip(),
@@ -90,6 +90,8 @@ def submission_create(
     )
     try:
         with transaction.atomic():
+            if anonymous:  # counted and inserted in one transaction: parallel requests cannot all pass
+                uploads.anonymous_limit_take(client_ip=client_ip, email=requester_email)
             submission.save(force_insert=True)
             for position, upload in enumerate(files):
                 name = storage.save(f"{submission.pk}/{position}.upload", upload)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -32,6 +34,14 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated); without
+# them the header is ignored and every client is its TCP peer (config.middleware.TrustedProxyMiddleware).
+OBVERSE_TRUSTED_PROXIES = env_list("OBVERSE_TRUSTED_PROXIES", [])
+for _proxy in OBVERSE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"OBVERSE_TRUSTED_PROXIES: {_proxy!r} is not an address or network.") from _exc
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -47,6 +57,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_q",
+    "axes",
     "collection",
     "identification",
     "review",
@@ -55,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later middleware, DRF's throttles, django-axes and the views read the client's address.
+    "config.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.SecurityHeadersMiddleware",
+    # Turns a login refused by django-axes into the "locked out" page (429).
+    "axes.middleware.AxesMiddleware",
     # Last: refuses before any view hook reads the body (CSRF reads POST), inside the headers above.
     "config.middleware.RequestSizeLimitMiddleware",
 ]
@@ -99,6 +114,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# django-axes counts failed logins (the site's login page and the admin's) and locks the client's
+# address out for a while after too many; see README, "Logins". Its backend comes first and only refuses.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("OBVERSE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("OBVERSE_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.locked_out"  # 429, with the minutes to wait
+# The address the other rate limits use (config.middleware.TrustedProxyMiddleware), never a header.
+AXES_CLIENT_IP_CALLABLE = "config.middleware.client_ip_address"
+# Failed attempts are kept until their cool-off ends; successful logins are not logged (who signed in
+# from where is personal data the museum has no use for).
+AXES_DISABLE_ACCESS_LOG = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -187,6 +215,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The throttles count REMOTE_ADDR, which TrustedProxyMiddleware has set: DRF must not read
+    # X-Forwarded-For itself (by default it believes whatever a client sends there).
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "submissions_anon": env_str("OBVERSE_API_ANON_RATE", "30/hour"),
         "submissions_user": env_str("OBVERSE_API_USER_RATE", "600/hour"),

@@ -275,6 +275,8 @@ OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imp
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
 OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
 OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
+# Separation of duties: who reviewed a submission may not approve its proposal. On only for a museum of one.
+OBVERSE_ALLOW_SELF_APPROVAL = env_bool("OBVERSE_ALLOW_SELF_APPROVAL", False)
 OBVERSE_SITE_URL = env_str("OBVERSE_SITE_URL", "http://127.0.0.1:8000")  # links in emails
 # The published dataset (Nomisma's VoID: title, description, publisher and licence are required).
 # Records derived from the ANS's are ODbL, whence the default licence.

@@ -127,6 +127,7 @@ AXES_CLIENT_IP_CALLABLE = "config.middleware.client_ip_address"
 # Failed attempts are kept until their cool-off ends; successful logins are not logged (who signed in
 # from where is personal data the museum has no use for).
 AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no start-up banner on every command; lockouts are still logged as warnings
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -273,6 +274,9 @@ OBVERSE_ENHANCE = env_bool("OBVERSE_ENHANCE", False)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
+# Raw uploads (with their EXIF: GPS, camera) and the sender's name, email and address are removed this many
+# days after a submission is decided (identification.retention; daily schedule and `manage.py apply_retention`).
+OBVERSE_RETENTION_DAYS = env_int("OBVERSE_RETENTION_DAYS", 30)
 OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
 OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
 # Separation of duties: who reviewed a submission may not approve its proposal. On only for a museum of one.

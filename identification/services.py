@@ -152,9 +152,10 @@ def _set_step(submission_id, step: str) -> None:
 
 
 def submission_fail(*, submission_id, reason: str) -> None:
-    """Mark a submission failed with a readable reason (kept, never deleted)."""
+    """Mark a submission failed with a readable reason (kept; its raw photos go after the retention period)."""
+    now = timezone.now()
     Submission.objects.filter(pk=submission_id).exclude(status=SubmissionStatus.FAILED).update(
-        status=SubmissionStatus.FAILED, error=reason[:2000], processed_at=timezone.now()
+        status=SubmissionStatus.FAILED, error=reason[:2000], processed_at=now, decided_at=now
     )
 
 

@@ -6,7 +6,7 @@ sweep's Schedule), so they keep these names.
 
 from __future__ import annotations
 
-from identification import indexing, services, sweep, training
+from identification import indexing, retention, services, sweep, training
 
 
 def process_submission(submission_id: str) -> bool:
@@ -27,3 +27,9 @@ def sweep_submissions() -> str:
     """Requeue or fail submissions the queue lost or whose worker died (run every few minutes by a Schedule)."""
     report = sweep.submission_sweep_stuck()
     return f"requeued {len(report.requeued)}, failed {len(report.failed)}"
+
+
+def apply_retention() -> str:
+    """Remove the raw photos and contact details of submissions decided OBVERSE_RETENTION_DAYS ago (daily Schedule)."""
+    report = retention.retention_apply()
+    return f"cleared {len(report.cleared)} submissions, removed {len(report.orphans)} orphan upload folders"

@@ -326,7 +326,9 @@ def _apply_consensus(submission: Submission, review: Review, *, expert: bool) ->
 
 
 def _set_status(submission: Submission, status: str) -> None:
-    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=timezone.now())
+    now = timezone.now()
+    decided = {"decided_at": now} if status in Submission.DECIDED_STATUSES else {}  # the retention clock starts
+    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=now, **decided)
     submission.status = status
 
 

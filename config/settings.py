@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -107,6 +108,11 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL") or embedded_db.database_url()
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # reconnect after a PostgreSQL restart
+# Each process names itself to PostgreSQL ("obverse runserver", "obverse qcluster", "obverse gunicorn"), so
+# pg_stat_activity, and `manage.py restore` refusing to run beside them, say which is connected.
+_PROCESS = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+_PROCESS = sys.argv[1] if _PROCESS == "manage.py" and len(sys.argv) > 1 else _PROCESS
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"obverse {_PROCESS}"[:63])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -179,9 +179,26 @@ def other_sessions() -> list[str]:
     ]
 
 
+def running_workers() -> list[str]:
+    """The django-q2 clusters running now, whichever broker they use (their heartbeat expires in seconds).
+
+    A worker idle on a broker other than the database may hold no database session: its heartbeat,
+    kept in the cache, still shows it.
+    """
+    from django_q.status import Stat
+
+    try:
+        stats = Stat.get_all() or []
+    except Exception:  # noqa: BLE001 - no cache or broker reachable: no heartbeat to see
+        return []
+    return [
+        f"django-q2 cluster {stat.cluster_id} on {stat.host} (pid {stat.sentinel}), {stat.status}" for stat in stats
+    ]
+
+
 def refuse_while_in_use() -> None:
     """Raise BackupError while anything else uses the database: a restore under a running site loses data."""
-    sessions = other_sessions()
+    sessions = running_workers() + other_sessions()
     if sessions:
         raise BackupError(
             f"{len(sessions)} other session(s) use the database: " + "; ".join(sessions[:10]) + ". Stop the web "

@@ -202,6 +202,19 @@ class TestRestoreOnALiveInstall:
         call_command("restore", str(tmp_path / "b"), "--yes")  # once it is stopped
         assert _state() == before
 
+    def test_it_refuses_while_a_worker_runs_even_without_a_database_session(self, tmp_path, monkeypatch):
+        from django_q.status import Stat
+
+        _populate()
+        call_command("backup", str(tmp_path / "b"))
+        make_item(title="Added after the backup")
+        heartbeat = Stat.__new__(Stat)  # as a running cluster's sentinel writes it every second
+        heartbeat.cluster_id, heartbeat.host, heartbeat.sentinel, heartbeat.status = "c0ffee", "worker-1", 4242, "Idle"
+        monkeypatch.setattr(Stat, "get_all", staticmethod(lambda broker=None: [heartbeat]))
+        with pytest.raises(CommandError, match="django-q2 cluster c0ffee on worker-1"):
+            call_command("restore", str(tmp_path / "b"), "--yes")
+        assert Item.objects.filter(title="Added after the backup").exists()
+
     def test_it_refuses_a_backup_of_a_newer_schema(self, tmp_path):
         _populate()
         call_command("backup", str(tmp_path / "b"))
@@ -238,7 +251,8 @@ def test_a_backup_of_an_older_schema_is_restored_and_migrated(tmp_path, capsys):
         call_command("restore", str(tmp_path / "b"))
 
         out = capsys.readouterr().out
-        assert "Migrated to this code's schema: identification.0008_submission_decided_at" in out
+        migrated = out.partition("Migrated to this code's schema: ")[2]
+        assert "identification.0008_submission_decided_at" in migrated
         assert "0008_submission_decided_at" in backup.applied_migrations()["identification"]
         restored = Submission.objects.get(pk=decided.pk)  # read with today's model: the new columns exist
         assert restored.decided_at == restored.updated_at  # the data migration ran on the restored rows

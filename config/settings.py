@@ -249,10 +249,16 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", 
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in
 # memory, so they are recycled after a number of tasks; `timeout` stays below `retry` so a task is
 # never handed to a second worker while the first still runs it.
+# Two clusters on one broker: the default one processes visitors' photos (short tasks), the ``bulk``
+# one the catalogue's indexing and training (identification.jobs), so a photo never waits behind
+# them. Start the bulk one with ``Q_CLUSTER_NAME=bulk manage.py qcluster`` (``make run`` starts both).
+# A task's time limit must stay below ``retry``: the broker hands a task whose worker died to
+# another after ``retry`` seconds.
+OBVERSE_BULK_TIMEOUT_S = env_int("OBVERSE_BULK_TIMEOUT_S", 4 * 3600)  # a training on a large catalogue
 Q_CLUSTER = {
     "name": "obverse",
     "orm": "default",
-    "workers": env_int("OBVERSE_WORKERS", 2),  # a long task (training) must not block identifications
+    "workers": env_int("OBVERSE_WORKERS", 2),
     "recycle": 200,
     "timeout": 600,
     "retry": 720,
@@ -260,7 +266,30 @@ Q_CLUSTER = {
     "queue_limit": 20,
     "catch_up": False,
     "sync": env_bool("OBVERSE_Q_SYNC", False),
+    "ALT_CLUSTERS": {
+        "bulk": {
+            "workers": env_int("OBVERSE_BULK_WORKERS", 1),
+            "timeout": OBVERSE_BULK_TIMEOUT_S,
+            "retry": OBVERSE_BULK_TIMEOUT_S + 600,
+            "max_attempts": 3,
+            "queue_limit": 4,
+        }
+    },
 }
+# The broker: PostgreSQL itself by default (nothing more to run), or Redis for several worker machines
+# (OBVERSE_BROKER=redis; `make run` starts a local redis-server when the URL is on this machine).
+# Redis does not re-deliver a task whose worker died; the sweep (identification.sweep) requeues it.
+OBVERSE_BROKER = env_str("OBVERSE_BROKER", "orm")
+OBVERSE_REDIS_URL = env_str("OBVERSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+if OBVERSE_BROKER == "redis":
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = OBVERSE_REDIS_URL
+elif OBVERSE_BROKER != "orm":
+    raise ImproperlyConfigured(f"OBVERSE_BROKER must be 'orm' or 'redis', not {OBVERSE_BROKER!r}.")
+OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)
+# An indexing job that has not moved for this long lost a chunk (a worker died; Redis does not deliver
+# it again): the sweep queues its unfinished chunks again.
+OBVERSE_BULK_STALE_S = env_int("OBVERSE_BULK_STALE_S", 1800)  # catalogue images per indexing task (~20 s each)
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from collection.models import KEY_KINDS, Concept, Item, ItemStatus, Side, Specimen, SpecimenImage
 from collection.services import specimen_image_tiles_make
-from identification.indexing import catalogue_index_enqueue
+from identification.jobs import index_job_start
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
 from review import rules, selectors
 from review.emails import requester_notify
@@ -460,7 +460,7 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
             detail=proposal.get_kind_display(),
             data={"images": [image.pk for image in images], "new_item": proposal.kind == ProposalKind.NEW_ITEM},
         )
-        catalogue_index_enqueue(image_ids=[image.pk for image in images])
+        index_job_start(image_ids=[image.pk for image in images])
         transaction.on_commit(lambda: _notify(submission.pk, kind="approved", proposal_id=proposal.pk))
     return specimen
 

@@ -228,7 +228,7 @@ class TestRestoreOnALiveInstall:
         assert Item.objects.filter(title="Added after the backup").exists()
 
 
-OLD_SCHEMA = ("identification", "0007_submission_none_match_at")  # before submissions had decided_at
+OLD_SCHEMA = ("identification", "0008_background_jobs")  # before submissions had decided_at
 
 
 @COMMITTED
@@ -243,7 +243,7 @@ def test_a_backup_of_an_older_schema_is_restored_and_migrated(tmp_path, capsys):
         OldSubmission = old_apps.get_model("identification", "Submission")
         decided = OldSubmission.objects.create(status="resolved", requester_email="ada@example.org")
         OldSubmission.objects.create(status="awaiting_review", requester_email="bob@example.org")
-        assert "0008_submission_decided_at" not in backup.applied_migrations()["identification"]
+        assert "0009_submission_decided_at" not in backup.applied_migrations()["identification"]
         call_command("backup", str(tmp_path / "b"))
 
         call_command("migrate", verbosity=0)  # the upgraded code's database, then the loss
@@ -252,8 +252,8 @@ def test_a_backup_of_an_older_schema_is_restored_and_migrated(tmp_path, capsys):
 
         out = capsys.readouterr().out
         migrated = out.partition("Migrated to this code's schema: ")[2]
-        assert "identification.0008_submission_decided_at" in migrated
-        assert "0008_submission_decided_at" in backup.applied_migrations()["identification"]
+        assert "identification.0009_submission_decided_at" in migrated
+        assert "0009_submission_decided_at" in backup.applied_migrations()["identification"]
         restored = Submission.objects.get(pk=decided.pk)  # read with today's model: the new columns exist
         assert restored.decided_at == restored.updated_at  # the data migration ran on the restored rows
         assert Submission.objects.get(requester_email="bob@example.org").decided_at is None

@@ -314,7 +314,7 @@ class TestProposalApprove:
 
     def test_it_queues_the_new_images_for_indexing(self, volunteer, volunteer2, curator, monkeypatch):
         indexed: list[int] = []
-        monkeypatch.setattr(rs, "catalogue_index_enqueue", lambda *, image_ids: indexed.extend(image_ids))
+        monkeypatch.setattr(rs, "index_job_start", lambda *, image_ids: indexed.extend(image_ids))
         _, _, proposal = self._proposed(volunteer, volunteer2, two_photos=True)
         specimen = rs.proposal_approve(proposal_id=proposal.pk, user=curator)
         assert sorted(indexed) == sorted(specimen.images.values_list("pk", flat=True))

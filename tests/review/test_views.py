@@ -291,6 +291,22 @@ class TestDashboard:
         assert stats["reviews_per_day"][-1]["count"] == 4
         assert "50%" in response.content.decode()
 
+    def test_the_dashboard_shows_the_catalogues_bulk_work_with_progress_and_time_left(self, client, curator):
+        from django.utils import timezone
+
+        from identification.models import BackgroundJob
+
+        BackgroundJob.objects.create(
+            kind="index", status="running", total=400, done=100, started_at=timezone.now() - timedelta(minutes=5)
+        )
+        BackgroundJob.objects.create(kind="index", status="done", total=10, done=10)  # finished: not shown
+        client.force_login(curator)
+        html = client.get("/review/dashboard/").content.decode()
+        assert "Indexing catalogue images" in html and '<progress max="400" value="100">' in html
+        assert "100 of 400" in html
+        assert "about 15 min" in html or "about 16 min" in html  # 100 in 5 minutes: 300 more take 15 (rounded up)
+        assert html.count("<progress") == 1
+
 
 class TestHistory:
     def test_curators_see_every_step_of_an_items_history(self, client, volunteer, volunteer2, curator):

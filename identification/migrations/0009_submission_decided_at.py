@@ -40,7 +40,7 @@ def remove_schedule(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("identification", "0007_submission_none_match_at"),
+        ("identification", "0008_background_jobs"),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
     ]
 

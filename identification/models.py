@@ -75,9 +75,17 @@ class Submission(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When it was resolved or failed: retention counts from here."
+    )
+    personal_data_removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention removed the raw photos and the requester's contact details."
+    )
 
     # Status groups, the one place they are spelled out (properties below; querysets use the sets).
     PROCESSING_STATUSES = frozenset({SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING})
+    # Final: nothing is processed or reviewed again, so the raw photos and contact details have served.
+    DECIDED_STATUSES = frozenset({SubmissionStatus.RESOLVED, SubmissionStatus.FAILED})
     # Candidates shown to the sender and still being judged by volunteers or curators.
     OPEN_STATUSES = frozenset(
         {

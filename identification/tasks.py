@@ -6,7 +6,7 @@ sweep's Schedule), so they keep these names.
 
 from __future__ import annotations
 
-from identification import jobs, services, sweep
+from identification import jobs, retention, services, sweep
 
 
 def process_submission(submission_id: str) -> bool:
@@ -28,3 +28,9 @@ def sweep_submissions() -> str:
     report = sweep.submission_sweep_stuck()
     chunks = jobs.index_chunks_requeue_stale()
     return f"requeued {len(report.requeued)}, failed {len(report.failed)}; indexing chunks queued again {len(chunks)}"
+
+
+def apply_retention() -> str:
+    """Remove the raw photos and contact details of submissions decided OBVERSE_RETENTION_DAYS ago (daily Schedule)."""
+    report = retention.retention_apply()
+    return f"cleared {len(report.cleared)} submissions, removed {len(report.orphans)} orphan upload folders"

@@ -259,6 +259,7 @@ def proposal_page(*, proposal_id: int, user) -> dict | None:
         "record_id": specimen_record_id(submission) if proposal.status == ProposalStatus.PENDING else "",
         "draft_rows": [(key.replace("_", " ").capitalize(), proposal.draft[key]) for key in proposal.draft],
         "events": list(submission.events.select_related("actor", "item", "specimen").order_by("created_at", "pk")),
+        "may_approve": rules.may_approve(user, submission_id=submission.pk),
     }
 
 

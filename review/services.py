@@ -326,7 +326,9 @@ def _apply_consensus(submission: Submission, review: Review, *, expert: bool) ->
 
 
 def _set_status(submission: Submission, status: str) -> None:
-    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=timezone.now())
+    now = timezone.now()
+    decided = {"decided_at": now} if status in Submission.DECIDED_STATUSES else {}  # the retention clock starts
+    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=now, **decided)
     submission.status = status
 
 
@@ -418,11 +420,13 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
     Creates the Specimen (record id ``OBV-<submission>``, public) on the item, copies the
     submission's photos (upright versions) as its images, queues them for indexing, resolves the
     submission and emails the requester after commit. Of two curators approving together, one
-    wins; the other gets ReviewConflict and nothing changes.
+    wins; the other gets ReviewConflict and nothing changes. A curator who reviewed the submission
+    gets ``rules.SeparationOfDuties`` (a PermissionDenied) unless ``OBVERSE_ALLOW_SELF_APPROVAL`` is on.
     """
     rules.curator_require(user)
     with transaction.atomic():
         proposal = _lock_pending(proposal_id)
+        rules.approver_require(user, submission_id=proposal.submission_id)
         submission = Submission.objects.select_for_update().get(pk=proposal.submission_id)
         if submission.status != SubmissionStatus.PROPOSED:
             raise ReviewConflict(f"The submission is {submission.get_status_display()}, not awaiting approval.")

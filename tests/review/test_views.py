@@ -245,6 +245,22 @@ class TestProposalPages:
         assert "already approved by curator2" in response.content.decode()
         assert Specimen.objects.count() == 1
 
+    def test_a_curator_who_reviewed_sees_no_approve_button_and_a_forged_post_changes_nothing(
+        self, client, volunteer, curator
+    ):
+        item = make_item()
+        submission = make_submission([item])
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, curator, item=item)
+        proposal = Proposal.objects.get(submission=submission)
+        client.force_login(curator)
+        html = client.get(f"/review/proposals/{proposal.pk}/").content.decode()
+        assert "Approve and publish" not in html and "another curator must approve" in html
+        assert "Reject and send back" in html  # sending it back for more eyes is still theirs to do
+        response = client.post(f"/review/proposals/{proposal.pk}/approve/", follow=True)
+        assert "another curator must approve" in response.content.decode()
+        assert Specimen.objects.count() == 0
+
     def test_rejecting_needs_a_reason(self, client, volunteer, volunteer2, curator):
         _, _, proposal = proposed(volunteer, volunteer2)
         client.force_login(curator)

@@ -260,22 +260,30 @@ def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
 
     The background colour is the median of the border pixels (handles off-white studio paper).
     """
-    return _studio_blobs(image, tolerance=tolerance)[0]
+    return _largest_blob(_background_distance(image)[0] > tolerance)[0]
 
 
-def _studio_blobs(image: Image.Image, *, tolerance: int) -> tuple[np.ndarray, float]:
-    """(the largest blob as ``studio_mask`` gives it, the second largest blob's size relative to it)."""
+def _background_distance(image: Image.Image) -> tuple[np.ndarray, float]:
+    """(how far each pixel is from the background colour, the median such distance along the border).
+
+    The background colour is the border pixels' median; distances are the largest over the channels.
+    """
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = np.median(border, axis=0)
-    distance = np.abs(rgb - background).max(axis=2)
-    mask = ndimage.binary_opening(distance > tolerance, iterations=2)
+    return np.abs(rgb - background).max(axis=2), float(np.median(np.abs(border - background).max(axis=1)))
+
+
+def _largest_blob(foreground: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the largest blob of ``foreground``, cleaned and holes filled; the second largest's size relative to it)."""
+    mask = ndimage.binary_opening(foreground, iterations=2)
     labels, count = ndimage.label(mask)
     if count == 0:
         return np.zeros(mask.shape, dtype=bool), 0.0
-    sizes = np.sort(ndimage.sum(mask, labels, index=range(1, count + 1)))[::-1]
-    largest = labels == (int(np.argmax(ndimage.sum(mask, labels, index=range(1, count + 1)))) + 1)
-    return ndimage.binary_fill_holes(largest), float(sizes[1] / sizes[0]) if count > 1 else 0.0
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1]
+    second = float(sizes[order[1]] / sizes[order[0]]) if count > 1 else 0.0
+    return ndimage.binary_fill_holes(labels == order[0] + 1), second
 
 
 def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
@@ -317,12 +325,10 @@ def studio_detection(image: Image.Image) -> Detection | None:
     rgb = image.convert("RGB")
     scale = min(1.0, STUDIO_WORK_SIDE / max(rgb.size))
     small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BOX)
-    pixels = np.asarray(small, dtype=np.int16)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    spread = np.abs(border - np.median(border, axis=0)).max(axis=1)
-    if np.median(spread) > STUDIO_BORDER_SPREAD:
+    distance, border_spread = _background_distance(small)
+    if border_spread > STUDIO_BORDER_SPREAD:
         return None
-    mask, second = _studio_blobs(small, tolerance=STUDIO_TOLERANCE)
+    mask, second = _largest_blob(distance > STUDIO_TOLERANCE)
     if second > STUDIO_MAX_SECOND:  # several objects (coins side by side): the model finds them all
         return None
     area = float(mask.mean())
@@ -331,7 +337,8 @@ def studio_detection(image: Image.Image) -> Detection | None:
     circularity = _circularity(mask, float(mask.sum()))
     if circularity < STUDIO_MIN_CIRCULARITY:
         return None
-    if studio_mask(small, tolerance=60).sum() < STUDIO_MIN_SHARPNESS * mask.sum():
+    sharp = ndimage.binary_fill_holes(ndimage.binary_opening(distance > 60, iterations=2))
+    if (sharp & mask).sum() < STUDIO_MIN_SHARPNESS * mask.sum():
         return None
     if scale < 1.0:
         full = Image.fromarray(mask.astype(np.uint8) * 255).resize(rgb.size, Image.Resampling.BILINEAR)

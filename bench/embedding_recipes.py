@@ -10,8 +10,9 @@ their known mask, turned by the rotation search's eight turns from an unknown st
 ``mlcore.retrieval.rank_items`` on their true side (the side classifier is measured elsewhere), with
 their own specimen left out. Single photos and pairs; figures beside their ceilings (``bench.figures``).
 
-A recipe is ``name=field:value,…`` over ``mlcore.embed.EmbedConfig`` fields, e.g.
-``coins=backbone:coins,input_size:224,lowpass:0,soften:0`` (``today`` = the default recipe).
+A recipe is a name of ``mlcore.embed.RECIPES`` (``imagenet``, ``coins``) or ``name=field:value,…`` over
+``mlcore.embed.EmbedConfig`` fields, from ``base:RECIPE`` (default: the installation's default),
+e.g. ``coins256=base:coins,input_size:256`` or ``coins-soft=base:coins,soften:0.6``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench.figures import QueryRow, identification_figures
 from mlcore.cutout import catalogue_cutout, cutout_with_mask, rotate_upright
 from mlcore.dataset import hash_unit, load_ans_layout, type_key
 from mlcore.degrade import degrade_with_truth
-from mlcore.embed import DEFAULT_CONFIG, EmbedConfig, Embedder
+from mlcore.embed import RECIPES, EmbedConfig, Embedder, default_config
 from mlcore.retrieval import NEIGHBOUR_IMAGES, InMemoryIndex, QueryPhoto, rank_items
 from mlcore.train_backbone import Split
 
@@ -39,15 +40,18 @@ TURNS = 8
 
 def parse_recipe(text: str) -> tuple[str, EmbedConfig]:
     name, _, spec = text.partition("=")
-    if name == "today" and not spec:
-        return name, DEFAULT_CONFIG
+    if not spec:
+        return name, RECIPES[name]
     types = {f.name: f.type for f in fields(EmbedConfig)}
-    values = {}
+    base, values = default_config(), {}
     for part in filter(None, spec.split(",")):
         key, _, value = part.partition(":")
+        if key == "base":
+            base = RECIPES[value]
+            continue
         kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"), "str": str}[types[key]]
         values[key] = kind(value)
-    return name, replace(DEFAULT_CONFIG, **values)
+    return name, replace(base, **values)
 
 
 def make_queries(records, types: set[str], regimes: list[str], seed: int, limit: int | None = None) -> list[dict]:
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--types", choices=["val", "test"], default="val")
-    parser.add_argument("--recipe", action="append", required=True, help="name=field:value,… (or 'today')")
+    parser.add_argument("--recipe", action="append", required=True, help="a RECIPES name, or name=field:value,…")
     parser.add_argument("--regime", choices=["good", "poor", "both"], default="both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="at most this many query coins")

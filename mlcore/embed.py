@@ -96,11 +96,33 @@ class EmbedConfig:
         return LAYER_CHANNELS[self.layer] * self.grid * self.grid
 
 
-DEFAULT_CONFIG = EmbedConfig()
+# The recipes an installation can embed with (``OBVERSE_EMBEDDING``, default ``DEFAULT_RECIPE``).
+# ``imagenet`` is the recipe of the ImageNet backbone: every photo reduced to 128 px and softened,
+# because that backbone could only be matched with the worst queries by bringing the catalogue down
+# to their level of detail. ``coins`` reads the project's backbone trained for coins, at the size
+# and on the input it was trained on (``mlcore.train_backbone``); it learnt to see through poor
+# photos itself, so a good photo keeps its legend and mint-mark detail (docs/ml-notes.md).
+RECIPES = {
+    "imagenet": EmbedConfig(),
+    "coins": EmbedConfig(input_size=224, lowpass=0, soften=0.0, backbone="coins"),
+}
+DEFAULT_RECIPE = "imagenet"
+DEFAULT_CONFIG = RECIPES[DEFAULT_RECIPE]
 
 
-def prepare(image: Image.Image, config: EmbedConfig = DEFAULT_CONFIG) -> Image.Image:
+def default_config() -> EmbedConfig:
+    """The recipe this installation embeds with: ``OBVERSE_EMBEDDING`` (a name in ``RECIPES``), else the default."""
+    import os
+
+    name = os.environ.get("OBVERSE_EMBEDDING") or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise ValueError(f"OBVERSE_EMBEDDING={name!r} is not an embedding recipe ({', '.join(sorted(RECIPES))})")
+    return RECIPES[name]
+
+
+def prepare(image: Image.Image, config: EmbedConfig | None = None) -> Image.Image:
     """The backbone's input for one cut-out: square, greyscale (as RGB), outside the inscribed disc neutral."""
+    config = config or default_config()
     rgb = image.convert("RGB")
     if config.lowpass and max(rgb.size) > config.lowpass:
         rgb = rgb.resize((config.lowpass, config.lowpass), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -137,7 +159,7 @@ def grid_gem(maps: torch.Tensor, grid: int = 1, p: float = 3.0) -> torch.Tensor:
     return torch.cat(cells, dim=1)
 
 
-def global_descriptors(descriptors: np.ndarray, config: EmbedConfig = DEFAULT_CONFIG) -> np.ndarray:
+def global_descriptors(descriptors: np.ndarray, config: EmbedConfig | None = None) -> np.ndarray:
     """The descriptors one GeM over the whole map would give, from grid descriptors (signed-sqrt, L2).
 
     For parts that must not depend on where things are on the coin (the side classifier: a turned
@@ -145,6 +167,7 @@ def global_descriptors(descriptors: np.ndarray, config: EmbedConfig = DEFAULT_CO
     256 px): the whole map's p-mean is the mean of the cells' p-means, and the common scale the L2
     normalisation applied cancels in the final L2. No extra backbone pass.
     """
+    config = config or default_config()
     vectors = np.asarray(descriptors, dtype=np.float64)
     if config.grid == 1:
         return l2n(vectors)
@@ -254,7 +277,7 @@ class Embedder(LazyModel):
         self,
         models_dir,
         *,
-        config: EmbedConfig = DEFAULT_CONFIG,
+        config: EmbedConfig | None = None,
         projection: Projection | str | Path | None = None,
         use_trained: bool = True,
         backbone: Backbone | None = None,
@@ -263,7 +286,8 @@ class Embedder(LazyModel):
     ) -> None:
         super().__init__(models_dir)
         self.pinned_version = pinned_version
-        self.config = config
+        self.config = config or default_config()
+        config = self.config
         self.backbone = backbone or Backbone(models_dir, weights=config.backbone, input_size=config.input_size)
         self._projection_arg = projection
         self.use_trained = use_trained

@@ -85,6 +85,11 @@ class Command(BaseCommand):
             help="Self-made queries: good phone photos (coin 500–1,000 px), poor ones (~150 px) or both.",
         )
         parser.add_argument(
+            "--embedding",
+            help="Embed with this recipe of mlcore.embed.RECIPES (e.g. imagenet, to compare with the previous "
+            "recipe on the same queries); default: the installation's (OBVERSE_EMBEDDING).",
+        )
+        parser.add_argument(
             "--query-types",
             choices=["held-out", "all"],
             default="held-out",
@@ -113,6 +118,8 @@ class Command(BaseCommand):
         for folder in folders:
             if not (folder / "labels.csv").exists():
                 raise CommandError(f"{folder} has no labels.csv (expected the ans-roman layout).")
+        if options.get("embedding"):
+            os.environ["OBVERSE_EMBEDDING"] = options["embedding"]  # read when the pipeline is made
         work = Path(tempfile.mkdtemp(prefix="obverse-benchmark-"))
         # Stopped with SIGTERM (a timeout, `kill`), still drop the temporary folder and test database.
         stopping = SigtermExit().install()

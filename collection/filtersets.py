@@ -19,6 +19,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen
 from collection.search import item_search
+from collection.sorting import natural
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
@@ -121,7 +122,7 @@ class ItemFilterSet(django_filters.FilterSet):
         if sort == "relevance" and not searching:
             sort = "reference"
         # Items without a reference sort after referenced ones rather than first.
-        reference = NullIf("reference", Value("")).asc(nulls_last=True)
+        reference = natural(NullIf("reference", Value(""))).asc(nulls_last=True)
         return {
             "relevance": ["-rank", reference, "pk"],
             "reference": [reference, "title", "pk"],

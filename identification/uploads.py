@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from collection.models import ImageLicence
 from identification.models import DeclaredSide, Submission
 
 # Markup at the start of a file (or anywhere in its first KiB, as in GIF/HTML polyglots) is what a
@@ -55,11 +57,13 @@ def submission_validate(
     user,
     client_ip,
     contact_required: bool = True,
+    photo_licence: str = ImageLicence.NONE,
 ) -> dict[str, list[str]]:
-    """Field → reasons; empty when the submission may be accepted.
+    """Field → reasons, every reason at once; empty when the submission may be accepted.
 
-    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details and the
-    anonymous rate limit. Decoding is the worker's, which fails the submission if the pixels are damaged.
+    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details, the
+    publication choice and the anonymous rate limit. Decoding is the worker's, which fails the
+    submission if the pixels are damaged.
     """
     errors: dict[str, list[str]] = {}
     photo_errors = _photo_errors(files)
@@ -69,6 +73,10 @@ def submission_validate(
         errors["sides"] = ["Give one side per photo (obverse, reverse or unknown)."]
     elif any(side not in DeclaredSide.values for side in sides):
         errors["sides"] = ["Each side must be one of: obverse, reverse, unknown."]
+    if photo_licence not in ImageLicence.values:
+        errors["photo_licence"] = ["Choose whether your photos may be published, and under which licence."]
+    if requester_email.strip() and not _is_email(requester_email.strip()):
+        errors["requester_email"] = ["Enter a valid email address, like name@example.org."]
     if user is None or not user.is_authenticated:
         if contact_required and not requester_name.strip():
             errors["requester_name"] = ["Tell us your name so a curator can reply."]
@@ -83,12 +91,22 @@ def submission_validate(
     return errors
 
 
+def _is_email(text: str) -> bool:
+    from django.core.validators import validate_email
+
+    try:
+        validate_email(text)
+    except ValidationError:
+        return False
+    return True
+
+
 def _photo_errors(files: Sequence[UploadedFile]) -> list[str]:
     """Why the photos cannot be accepted: their number, sizes, markup, or a header that is not a photo's."""
     from mlcore.imageio import ImageDecodeError, probe_image
 
     if not files:
-        return ["Add one or two photos."]
+        return ["Add at least 1 photo: the obverse, the reverse, or both."]
     if len(files) > 2:
         return ["At most two photos (one per side)."]
     reasons = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -21,33 +23,56 @@ def _client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+# Where each of the service's reasons is shown on the upload form.
+FORM_ERROR_PLACES = {"images": "photos", "sides": "photos", "idempotency_key": None}
+
+
 @require_http_methods(["GET", "POST"])
 def identify(request: HttpRequest) -> HttpResponse:
     form = SubmissionForm(request.POST or None, request.FILES or None)
+    errors: dict[str, list[str]] = {}
     status = None
     if request.method == "POST" and form.is_valid():
         files, sides = form.files_and_sides()
+        data = form.cleaned_data
         try:
             submission = services.submission_create(
                 files=files,
                 sides=sides,
-                notes=form.cleaned_data["notes"],
-                requester_name=form.cleaned_data["requester_name"],
-                requester_email=form.cleaned_data["requester_email"],
+                notes=data["notes"],
+                requester_name=data["requester_name"],
+                requester_email=data["requester_email"],
                 user=request.user,
                 client_ip=_client_ip(request),
+                photo_licence=data["photo_licence"],
+                photo_credit=data["photo_credit"],
+                idempotency_key=data["idempotency_key"],
             )
+        except services.AlreadySent as exc:  # sent again (Back, then Identify): the first one is the answer
+            messages.info(request, "You had sent these photos already: here is their identification.")
+            return redirect(exc.submission)
         except ValidationError as exc:
             for field, reasons in exc.message_dict.items():
-                target = {"images": "photo_1", "sides": "side_1"}.get(field, field)
-                form.add_error(target if target in form.fields else None, reasons)
+                errors.setdefault(FORM_ERROR_PLACES.get(field, field) or "form", []).extend(reasons)
         except services.StorageUnavailable as exc:  # disk full or unwritable: the form again, with the reason
-            form.add_error(None, exc.message)
+            errors["form"] = [exc.message]
             status = exc.status
         else:
             return redirect(submission)
-    context = {"form": form, "examples": examples.example_photos()}
-    return render(request, "identification/identify.html", context, status=status or (400 if form.errors else 200))
+    elif request.method == "POST":
+        for field, reasons in form.errors.items():
+            errors.setdefault(FORM_ERROR_PLACES.get(field, field) or "form", []).extend(reasons)
+    context = {
+        "form": form,
+        "errors": errors,
+        "error_count": sum(len(reasons) for reasons in errors.values()),
+        # A browser never fills a file input again; the page's script avoids this by sending in place.
+        "photos_lost": bool(errors and request.FILES),
+        # A new key for each sending; the same key again when the form comes back with errors.
+        "idempotency_key": getattr(form, "cleaned_data", {}).get("idempotency_key") or uuid.uuid4(),
+        "examples": examples.example_photos(),
+    }
+    return render(request, "identification/identify.html", context, status=status or (400 if errors else 200))
 
 
 @require_POST

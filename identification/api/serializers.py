@@ -4,18 +4,36 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from collection.models import CANDIDATE_FILTER_KINDS
+from collection.models import CANDIDATE_FILTER_KINDS, ImageLicence
 from identification.models import Candidate, DeclaredSide, Submission, SubmissionImage
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
     """Multipart input of POST /api/v1/submissions/ (validated again, fully, by the service)."""
 
-    images = serializers.ListField(child=serializers.FileField(allow_empty_file=True), min_length=1, max_length=2)
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        min_length=1,
+        max_length=2,
+        error_messages={
+            "min_length": "Add at least 1 photo (as `images`): the obverse, the reverse, or both.",
+            "max_length": "At most 2 photos: one of each side.",
+        },
+    )
     sides = serializers.ListField(child=serializers.ChoiceField(choices=DeclaredSide.values), required=False)
     notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     requester_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     requester_email = serializers.EmailField(required=False, allow_blank=True)
+    photo_licence = serializers.ChoiceField(
+        choices=ImageLicence.values,
+        required=False,
+        default=ImageLicence.NONE,
+        help_text="Under which licence the photos may be published if curators add the specimen to the "
+        "public catalogue; `none` (the default) keeps them private.",
+    )
+    photo_credit = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text="The name to credit beside published photos."
+    )
 
 
 class CandidateFiltersSerializer(serializers.Serializer):

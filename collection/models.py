@@ -187,6 +187,12 @@ class Item(models.Model):
     def date_display(self) -> str:
         return format_date_range(self.date_from, self.date_to)
 
+    @property
+    def date_note(self) -> str:
+        """The date for a line under the title: empty when the title already says it ("…, Rome, 337–340")."""
+        date = self.date_display
+        return "" if not date or date in self.title else date
+
 
 class ImageLicence(models.TextChoices):
     """The licences a contributor may choose for their photos of a specimen, or not to publish them.

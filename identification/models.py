@@ -208,3 +208,8 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.rank}: {self.item_id}"
+
+    @property
+    def total(self) -> float:
+        """What ranked it: image similarity plus metadata agreement (``mlcore.retrieval.RankedItem.total``)."""
+        return self.score + self.agreement

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from collection.models import CANDIDATE_FILTER_KINDS, ImageLicence, Side
+from collection.models import ImageLicence, Side
 from identification import pipeline_cache, search, uploads
 from identification.models import DeclaredSide, ProcessingStep, Submission, SubmissionImage, SubmissionStatus
 from identification.pipeline_cache import embedding_version
@@ -352,8 +352,8 @@ def _write_candidates(submission: Submission, images: list[SubmissionImage], pip
 # --- The sender's actions on the result page ---------------------------------------------------
 
 
-def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submission:
-    """Narrow the candidates by metadata (e.g. only silver, only this ruler) and search again.
+def submission_recompute(*, submission_id, filters: dict) -> Submission:
+    """Narrow the candidates (only silver, this ruler, these years, a legend with VIRTVS) and search again.
 
     Runs in a web request and never loads a model: the photos are searched with the vectors the
     worker stored, in the index of the model version that made them. When that version is no
@@ -361,7 +361,7 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
     the submission goes back to the worker, which describes the photos again and searches with these
     filters. That is allowed while it awaits review; later it is refused with the reason.
     """
-    clean = {kind: slug for kind, slug in filters.items() if kind in CANDIDATE_FILTER_KINDS and slug}
+    clean = search.filters_clean(filters)
     with transaction.atomic():
         submission = Submission.objects.select_for_update().get(pk=submission_id)
         if not submission.can_narrow_candidates:

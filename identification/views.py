@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from collection.models import CANDIDATE_FILTER_KINDS, Concept
-from identification import examples, selectors, services
+from identification import examples, results, selectors, services
 from identification.forms import CandidateFilterForm, ObjectChoiceForm, SubmissionForm
 from identification.models import ProcessingStep, SubmissionStatus
 
@@ -120,20 +121,6 @@ def _steps(submission) -> list[dict]:
     ]
 
 
-def _filter_choices(submission) -> list[dict]:
-    """Concepts offered to narrow the candidates (those of the current candidates), current ones selected."""
-    item_ids = [candidate.item_id for candidate in submission.candidates.all()]
-    kinds = list(CANDIDATE_FILTER_KINDS)
-    concepts = Concept.objects.filter(items__in=item_ids, kind__in=kinds).distinct().order_by("label")
-    current = submission.filters or {}
-    options: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for concept in concepts:
-        options[concept.kind].append(
-            {"slug": concept.slug, "label": concept.label, "selected": current.get(concept.kind) == concept.slug}
-        )
-    return [{"kind": kind, "options": options[kind]} for kind in kinds if options[kind]]
-
-
 def _object_map(image) -> dict | None:
     """The objects found in a photo of several, outlined on the stored photo (its pixels) for the user to pick.
 
@@ -165,23 +152,86 @@ def _object_map(image) -> dict | None:
     return {"width": width, "height": height, "font": max(12, max(width, height) // 18), "objects": objects}
 
 
+def _queue(submission) -> dict:
+    """The status in words and, until it is processed, the place in the queue and the wait."""
+    text = ""
+    if not submission.is_finished_processing:
+        place = selectors.queue_place(submission)
+        text = results.queue_text(**place, workers=settings.Q_CLUSTER["workers"])
+    return {"status_text": results.status_text(submission), "queue_text": text}
+
+
+def _image_url(field) -> str:
+    return field.url if field else ""
+
+
+def _compare_data(images, candidates) -> dict:
+    """What the comparison viewer shows for each candidate and photo (the page's JSON data island)."""
+    query = [
+        {
+            "position": image.position,
+            "side": image.side if image.side in ("obverse", "reverse") else "",
+            "cutout": _image_url(image.cutout),
+            "upright": _image_url(image.upright),
+            "original": _image_url(image.original),
+        }
+        for image in images
+    ]
+    rows = []
+    for candidate in candidates:
+        matched = candidate.matched_image
+        item = candidate.item
+        rows.append(
+            {
+                "rank": candidate.rank,
+                "label": item.reference or item.title,
+                "url": item.get_absolute_url(),
+                "total": f"{candidate.total:.2f}",
+                "query": candidate.query_image.position if candidate.query_image else 0,
+                "image": (_image_url(matched.cutout) or _image_url(matched.image) or matched.remote_url)
+                if matched
+                else "",
+                "is_cutout": bool(matched and matched.cutout),
+                "side": matched.side if matched else "",
+                "rotation": round(candidate.rotation, 1),
+                "specimen": matched.specimen.record_id if matched else "",
+                "specimen_url": matched.specimen.get_absolute_url() if matched else "",
+            }
+        )
+    return {"query": query, "candidates": rows}
+
+
 @require_GET
 def submission_detail(request: HttpRequest, pk) -> HttpResponse:
     submission = selectors.submission_get(pk=pk)
     if submission is None:
         raise Http404("No such submission.")
     images = list(submission.images.all())
+    candidates = list(submission.candidates.all())
     for image in images:
         image.object_map = _object_map(image)
+        image.facts, image.withheld = results.facts(image, candidates)
+    finished = submission.can_narrow_candidates
+    tie = results.design_tie(images, candidates) if finished else None
     context = {
         "submission": submission,
         "steps": _steps(submission),
+        **_queue(submission),
         "images": images,
-        "candidates": list(submission.candidates.all()),
+        "candidates": candidates,
+        "confident": results.is_confident([candidate.total for candidate in candidates]),
+        "tie": tie,
+        "tied_ranks": tie.ranks if tie else [],
+        "compare": _compare_data(images, candidates) if finished else None,
         # Picking another object is offered until the first review (services.submission_choose_object).
         "can_choose_object": submission.status == SubmissionStatus.AWAITING_REVIEW and not submission.reviews.exists(),
         "can_say_none_match": submission.is_open,
-        "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
+        "filters": submission.filters or {},
+        "filter_choices": selectors.narrowing_choices(
+            candidate_item_ids=[c.item_id for c in candidates], current=submission.filters or {}
+        )
+        if finished
+        else [],
     }
     return render(request, "identification/submission_detail.html", context)
 
@@ -197,6 +247,7 @@ def submission_status(request: HttpRequest, pk) -> JsonResponse:
             "step": submission.step,
             "finished": submission.is_finished_processing,
             "steps": _steps(submission),
+            **_queue(submission),
         }
     )
 
@@ -214,7 +265,9 @@ def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
         else:
             if not submission.is_finished_processing:  # its index was replaced: the worker searches again
                 messages.info(request, "Your photos are being described again with the current model, then searched.")
-    return redirect("identification:submission_detail", pk=pk)
+    else:
+        messages.error(request, "Give the years as whole numbers between -3000 and 3000 (negative for BC).")
+    return redirect(f"{reverse('identification:submission_detail', kwargs={'pk': pk})}#candidates-title")
 
 
 @require_POST

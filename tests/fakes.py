@@ -103,6 +103,11 @@ class FakePipeline:
         vector = np.asarray(cutout.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
         return vector / (np.linalg.norm(vector) or 1.0)
 
+    calibrated = True  # metadata confidences from a trained calibration (False: raw vote shares)
+
+    def metadata_calibrated(self) -> bool:
+        return self.calibrated
+
     def predict_metadata(self, neighbours):
         votes: dict[str, dict[str, float]] = {}
         for labels, score in neighbours:

@@ -37,14 +37,26 @@ class SubmissionCreateSerializer(serializers.Serializer):
 
 
 class CandidateFiltersSerializer(serializers.Serializer):
-    """Input of POST …/candidates/: concept slugs of each kind (as in the item API); blank means any."""
+    """Input of POST …/candidates/: concept slugs of each kind (as in the item API), a date range and a
+    legend hint; blank means any."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # One field per kind candidates can be narrowed by: the result page's form reads the same list.
-        return {
+        fields: dict[str, serializers.Field] = {
             kind: serializers.CharField(required=False, allow_blank=True, max_length=200)
             for kind in CANDIDATE_FILTER_KINDS
         }
+        for end in ("date_from", "date_to"):
+            fields[end] = serializers.IntegerField(
+                required=False, allow_null=True, min_value=-3000, max_value=3000, help_text="Year; negative for BC."
+            )
+        fields["legend"] = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=200,
+            help_text="Letters of a legend the sender can read, parts in order: `VIRTVS`, `IMP … AVG` (U reads as V).",
+        )
+        return fields
 
 
 class ObjectChoiceSerializer(serializers.Serializer):

@@ -119,6 +119,87 @@
     });
   }
 
+  // The result page: click a candidate to compare it with your coin, large and at the same turn.
+  var dataEl = document.getElementById("compare-data");
+  var compare = document.getElementById("compare");
+  if (dataEl && compare) {
+    var data = JSON.parse(dataEl.textContent);
+    var imgQ = document.getElementById("compare-query");
+    var imgC = document.getElementById("compare-candidate");
+    var capQ = document.getElementById("compare-query-caption");
+    var capC = document.getElementById("compare-candidate-caption");
+    var pair = compare.querySelector(".compare-pair");
+    var state = { index: 0, zoom: 1, upright: false, flip: false, showCandidate: true };
+    compare.querySelector(".compare-tools").hidden = false;
+
+    var pressed = function (act, on) {
+      var button = compare.querySelector('[data-act="' + act + '"]');
+      if (button) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
+    };
+    var render = function () {
+      var c = data.candidates[state.index];
+      var q = data.query.filter(function (photo) { return photo.position === c.query; })[0] || data.query[0];
+      var upright = state.upright && q.upright;
+      var qSrc = upright ? q.upright : (q.cutout || q.original);
+      if (qSrc && imgQ.getAttribute("src") !== qSrc) { imgQ.src = qSrc; }
+      if (c.image && imgC.getAttribute("src") !== c.image) { imgC.src = c.image; }
+      imgC.hidden = !c.image;
+      imgC.classList.toggle("photo", !c.is_cutout);
+      // Catalogue images are upright: turned by the candidate's rotation they match the coin as photographed.
+      imgQ.style.transform = "scale(" + state.zoom + ")";
+      imgC.style.transform = "scale(" + state.zoom + ") rotate(" + (upright ? 0 : c.rotation) + "deg)";
+      capQ.textContent = "Your coin" + (q.side ? " (" + q.side + ")" : "") + (upright ? ", turned upright" : ", as photographed");
+      capC.textContent = "#" + c.rank + " " + c.label + " · " + (c.specimen ? "specimen " + c.specimen + (c.side ? " (" + c.side + ")" : "") : "no image") +
+        (upright ? ", upright" : ", turned as your coin was photographed");
+      compare.querySelectorAll("[data-compare-item]").forEach(function (el) {
+        el.hidden = Number(el.dataset.compareItem) !== state.index;
+      });
+      document.querySelectorAll("[data-compare]").forEach(function (el) {
+        el.setAttribute("aria-pressed", Number(el.dataset.compare) === state.index ? "true" : "false");
+      });
+      pair.classList.toggle("flipping", state.flip);
+      pair.classList.toggle("showing-candidate", state.flip && state.showCandidate);
+      pressed("upright", state.upright);
+      pressed("flip", state.flip);
+    };
+    var select = function (i) {
+      var n = data.candidates.length;
+      state.index = ((i % n) + n) % n;
+      render();
+    };
+    var actions = {
+      prev: function () { select(state.index - 1); },
+      next: function () { select(state.index + 1); },
+      zoomIn: function () { state.zoom = Math.min(4, state.zoom * 1.25); render(); },
+      zoomOut: function () { state.zoom = Math.max(1, state.zoom / 1.25); render(); },
+      upright: function () { state.upright = !state.upright; render(); },
+      flip: function () {
+        if (!state.flip) { state.flip = true; state.showCandidate = true; } else { state.showCandidate = !state.showCandidate; }
+        render();
+      },
+      unflip: function () { state.flip = false; render(); }
+    };
+    compare.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-act]");
+      if (button && actions[button.dataset.act]) { actions[button.dataset.act](); }
+    });
+    document.querySelectorAll("[data-compare]").forEach(function (el) {
+      el.addEventListener("click", function () {
+        select(Number(el.dataset.compare));
+        compare.scrollIntoView({ behavior: "smooth", block: "start" });
+      });
+    });
+    document.addEventListener("keydown", function (event) {
+      var target = event.target;
+      if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+      if (target && /^(INPUT|TEXTAREA|SELECT|BUTTON|SUMMARY)$/.test(target.tagName) && event.key === " ") { return; }
+      if (target && /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)) { return; }
+      var keys = { ArrowLeft: "prev", ArrowRight: "next", "+": "zoomIn", "-": "zoomOut", u: "upright", " ": "flip", Escape: "unflip" };
+      if (keys[event.key]) { event.preventDefault(); actions[keys[event.key]](); }
+    });
+    render();
+  }
+
   // The status page follows the worker: steps, place in the queue, and a reload when it is done.
   var page = document.querySelector(".submission[data-status-url]");
   if (page && page.dataset.finished === "false") {

@@ -322,6 +322,33 @@ class TestRecompute:
         assert submission.filters == {"region": gaul.slug}
         assert list(submission.candidates.values_list("item_id", flat=True)) == [gallic.pk]
 
+    def test_a_legend_hint_narrows_to_the_types_whose_legend_holds_those_letters(self, fake_pipeline):
+        probus = make_item(obverse_legend="IMP PROBVS P F AVG", reverse_legend="VIRTVS AVG")
+        trajan = make_item(obverse_legend="IMP TRAIANO AVG", reverse_legend="SPQR OPTIMO PRINCIPI")
+        catalogue_image(trajan, seed=704, pipeline=fake_pipeline)
+        catalogue_image(probus, seed=705, pipeline=fake_pipeline)
+        submission = create(files=[photo_upload(pattern_png(704))])
+        services.submission_process(submission_id=submission.pk)
+        assert submission.candidates.get(rank=1).item_id == trajan.pk  # the picture alone says Trajan
+        services.submission_recompute(submission_id=submission.pk, filters={"legend": "…virtus…"})
+        submission.refresh_from_db()
+        assert submission.filters == {"legend": "…virtus…"}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [probus.pk]
+
+    def test_a_date_range_keeps_the_types_struck_in_those_years(self, fake_pipeline):
+        augustus = make_item(date_from=-27, date_to=14)
+        constantine = make_item(date_from=307, date_to=337)
+        catalogue_image(augustus, seed=706, pipeline=fake_pipeline)
+        catalogue_image(constantine, seed=707, pipeline=fake_pipeline)
+        submission = create(files=[photo_upload(pattern_png(706))])
+        services.submission_process(submission_id=submission.pk)
+        services.submission_recompute(submission_id=submission.pk, filters={"date_from": "300", "date_to": ""})
+        submission.refresh_from_db()
+        assert submission.filters == {"date_from": 300}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [constantine.pk]
+        services.submission_recompute(submission_id=submission.pk, filters={"date_from": -50, "date_to": 1})
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [augustus.pk]
+
     def test_it_refuses_before_processing_has_finished(self):
         submission = create()
         with pytest.raises(ValidationError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from uuid import uuid4
 
 import pytest
@@ -137,7 +138,7 @@ class TestSubmissionPages:
         submission = services.submission_create(files=[photo(5)], requester_name="A", requester_email="a@example.org")
         services.submission_process(submission_id=submission.pk)
         html = client.get(submission.get_absolute_url()).content.decode()
-        assert "Your photo" in html and "Cut-out" in html
+        assert "Your photo" in html and "Cut out and turned upright (30° anticlockwise)" in html
         assert "RIC IX 8B" in html and item.get_absolute_url() in html
         assert 'data-rotate="-30.0"' in html  # the catalogue image turned to the query's orientation
         assert "None of these look right?" in html
@@ -158,16 +159,20 @@ class TestSubmissionPages:
             html = client.get(submission.get_absolute_url()).content.decode()
         assert html.count('<span title="Mint">') == 8
 
-    def test_a_candidate_moved_by_its_metadata_shows_by_how_much(self, client, fake_pipeline):
+    def test_the_score_shown_is_the_one_that_ranks_with_its_parts_on_demand(self, client, fake_pipeline):
         for seed in (8, 9):
             catalogue_image(make_item(), seed=seed, pipeline=fake_pipeline)
         submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
         services.submission_process(submission_id=submission.pk)
         first, second = submission.candidates.order_by("rank")
-        first.agreement, second.agreement = 0.0123, 0.0
+        first.score, first.agreement, second.score, second.agreement = 0.2, 1.29, 0.9, 0.0
         first.save(), second.save()
         html = client.get(submission.get_absolute_url()).content.decode()
-        assert html.count("metadata agreement") == 1 and "metadata agreement +0.012" in html
+        cards = html[html.index('class="candidate-grid"') :]
+        scores = re.findall(r'class="score">score ([\d.-]+)<', cards)
+        assert scores == ["1.49", "0.90"]  # the totals, in the cards' order
+        assert "Image similarity <strong>0.200</strong>, metadata agreement <strong>+1.290</strong>" in html
+        assert "Image similarity <strong>0.900</strong>." in html  # no agreement: no part to show
 
     def test_a_failed_submission_shows_the_reason(self, client):
         submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
@@ -202,6 +207,29 @@ class TestSubmissionPages:
         submission.refresh_from_db()
         assert submission.filters == {"region": gaul.slug}
         assert list(submission.candidates.values_list("item_id", flat=True)) == [gallic.pk]
+
+    def test_any_term_of_the_vocabulary_is_offered_not_only_the_candidates(self, client, fake_pipeline):
+        hadrian, nero = make_concept("authority", "Hadrian"), make_concept("authority", "Nero")
+        catalogue_image(make_item(concepts=[hadrian]), seed=8, pipeline=fake_pipeline)
+        make_item(concepts=[nero])  # in the catalogue, without images: never a candidate here
+        submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        among = html.index('<optgroup label="Among these candidates">')
+        elsewhere = html.index('<optgroup label="Elsewhere in the catalogue">')
+        assert among < html.index(f'value="{hadrian.slug}"') < elsewhere < html.index(f'value="{nero.slug}"')
+        assert 'name="date_from"' in html and 'name="legend"' in html
+
+    def test_the_status_says_the_step_and_the_place_in_the_queue(self, client):
+        ahead = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        mine = services.submission_create(files=[photo(2)], requester_name="B", requester_email="b@example.org")
+        html = client.get(mine.get_absolute_url()).content.decode()
+        assert "Status: <strong data-status-text>Waiting in the queue</strong>" in html
+        assert "1 submission ahead of yours in the queue." in html
+        Submission.objects.filter(pk=ahead.pk).update(status=SubmissionStatus.PROCESSING, step="classifying")
+        assert "Yours is next" not in client.get(mine.get_absolute_url()).content.decode()  # still one ahead
+        status = client.get(f"/identify/{ahead.pk}/status.json").json()
+        assert status["status_text"] == "Classifying (step 5 of 7)"
 
     def test_when_the_photos_index_was_replaced_narrowing_sends_them_back_to_the_worker(
         self, client, fake_pipeline, django_capture_on_commit_callbacks

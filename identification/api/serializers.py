@@ -75,10 +75,13 @@ class CandidateItemSerializer(serializers.Serializer):
 
 class CandidateSerializer(serializers.ModelSerializer):
     item = CandidateItemSerializer()
+    total = serializers.FloatField(
+        read_only=True, help_text="What ranks the candidates: `score` (image similarity) + `agreement` (metadata)."
+    )
 
     class Meta:
         model = Candidate
-        fields = ["rank", "score", "agreement", "side_scores", "item"]
+        fields = ["rank", "total", "score", "agreement", "side_scores", "item"]
 
 
 class SubmissionImageSerializer(serializers.ModelSerializer):

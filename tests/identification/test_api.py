@@ -134,13 +134,14 @@ class TestDetail:
         assert body["id"] == created["id"] and body["status"] == "awaiting_review" and body["error"] == ""
         image = body["images"][0]
         assert image["side"] == "obverse" and 0 <= image["side_confidence"] <= 1
-        assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0)}
+        assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0), "calibrated": True}
         assert [(o["box"], o["fraction"], o["chosen"]) for o in image["objects"]] == [
             ([0, 0, 120, 120], [0.0, 0.0, 1.0, 1.0], True)  # the fake finds the whole 120-px picture
         ]
         candidate = body["candidates"][0]
         assert candidate["rank"] == 1 and candidate["score"] == pytest.approx(1.0, abs=1e-3)
         assert candidate["agreement"] == 0.0  # the only item: nothing for its metadata to stand out from
+        assert candidate["total"] == candidate["score"] + candidate["agreement"]  # what ranks them
         assert candidate["item"] == {
             "id": item.pk,
             "reference": "RIC IX 8B",

@@ -59,17 +59,16 @@ class SubmissionForm(forms.Form):
 
 
 class CandidateFilterForm(forms.Form):
-    """Narrow candidates by metadata: a concept slug for each kind they can be narrowed by (blank: any),
-    a date range, and the letters of a legend the sender can read."""
-
-    date_from = forms.IntegerField(required=False, min_value=-3000, max_value=3000)
-    date_to = forms.IntegerField(required=False, min_value=-3000, max_value=3000)
-    legend = forms.CharField(required=False, max_length=200)
+    """Narrow candidates (``identification.search.NARROWING_FIELDS``): a concept slug for each kind
+    (blank: any), a date range, and the letters of a legend the sender can read."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for kind in CANDIDATE_FILTER_KINDS:
             self.fields[kind] = forms.CharField(required=False)
+        for end in ("date_from", "date_to"):
+            self.fields[end] = forms.IntegerField(required=False, min_value=-3000, max_value=3000)
+        self.fields["legend"] = forms.CharField(required=False, max_length=200)
 
 
 class ObjectChoiceForm(forms.Form):

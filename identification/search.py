@@ -26,6 +26,10 @@ from mlcore.retrieval import CANDIDATES, METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES, 
 logger = logging.getLogger(__name__)
 
 
+# Everything a sender may narrow the candidates by, in the order the page and the API offer it.
+NARROWING_FIELDS: tuple[str, ...] = (*CANDIDATE_FILTER_KINDS, "date_from", "date_to", "legend")
+
+
 def filters_clean(filters: dict) -> dict:
     """What a sender may narrow the candidates by, as stored on the submission: a concept slug per kind
     (``CANDIDATE_FILTER_KINDS``), a date range (years, negative BC) and a legend hint (the letters they can read).

@@ -25,7 +25,13 @@ def _client_ip(request: HttpRequest) -> str | None:
 
 
 # Where each of the service's reasons is shown on the upload form.
-FORM_ERROR_PLACES = {"images": "photos", "sides": "photos", "idempotency_key": None}
+FORM_ERROR_PLACES = {
+    "images": "photos",
+    "sides": "photos",
+    "idempotency_key": "form",
+    "non_field_errors": "form",
+    "__all__": "form",
+}
 
 
 @require_http_methods(["GET", "POST"])
@@ -54,7 +60,7 @@ def identify(request: HttpRequest) -> HttpResponse:
             return redirect(exc.submission)
         except ValidationError as exc:
             for field, reasons in exc.message_dict.items():
-                errors.setdefault(FORM_ERROR_PLACES.get(field, field) or "form", []).extend(reasons)
+                errors.setdefault(FORM_ERROR_PLACES.get(field, field), []).extend(reasons)
         except services.StorageUnavailable as exc:  # disk full or unwritable: the form again, with the reason
             errors["form"] = [exc.message]
             status = exc.status
@@ -62,7 +68,7 @@ def identify(request: HttpRequest) -> HttpResponse:
             return redirect(submission)
     elif request.method == "POST":
         for field, reasons in form.errors.items():
-            errors.setdefault(FORM_ERROR_PLACES.get(field, field) or "form", []).extend(reasons)
+            errors.setdefault(FORM_ERROR_PLACES.get(field, field), []).extend(reasons)
     context = {
         "form": form,
         "errors": errors,
@@ -185,8 +191,6 @@ def _compare_data(images, candidates) -> dict:
             {
                 "rank": candidate.rank,
                 "label": item.reference or item.title,
-                "url": item.get_absolute_url(),
-                "total": f"{candidate.total:.2f}",
                 "query": candidate.query_image.position if candidate.query_image else 0,
                 "image": (_image_url(matched.cutout) or _image_url(matched.image) or matched.remote_url)
                 if matched
@@ -195,7 +199,6 @@ def _compare_data(images, candidates) -> dict:
                 "side": matched.side if matched else "",
                 "rotation": round(candidate.rotation, 1),
                 "specimen": matched.specimen.record_id if matched else "",
-                "specimen_url": matched.specimen.get_absolute_url() if matched else "",
             }
         )
     return {"query": query, "candidates": rows}

@@ -533,7 +533,13 @@ def _submit_and_process(client, django_capture_on_commit_callbacks, data: bytes)
     with django_capture_on_commit_callbacks(execute=True):  # the queue runs inline (sync) in tests
         response = client.post(
             "/identify/",
-            {"photo_1": upload, "requester_name": "Ada", "requester_email": "ada@example.org", "photo_licence": "none"},
+            # Publishable, so that approval copies the photo into the catalogue (checked below too).
+            {
+                "photo_1": upload,
+                "requester_name": "Ada",
+                "requester_email": "ada@example.org",
+                "photo_licence": "cc-by-4.0",
+            },
         )
     assert response.status_code == 302
     submission = Submission.objects.get()

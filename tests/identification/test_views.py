@@ -173,6 +173,11 @@ class TestSubmissionPages:
         assert scores == ["1.49", "0.90"]  # the totals, in the cards' order
         assert "Image similarity <strong>0.200</strong>, metadata agreement <strong>+1.290</strong>" in html
         assert "Image similarity <strong>0.900</strong>." in html  # no agreement: no part to show
+        assert "Likely match:" in html and "(1.49 against 0.90)" in html  # 0.59 ahead: well over the gap
+        second.score = 1.45
+        second.save()
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "No confident match" in html and "Likely match" not in html  # 0.04 ahead
 
     def test_a_failed_submission_shows_the_reason(self, client):
         submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")

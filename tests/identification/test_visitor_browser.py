@@ -156,6 +156,7 @@ def test_a_legend_hint_and_a_ruler_from_the_whole_vocabulary_narrow_the_candidat
         page.click("#narrow button[type=submit]")
     cards = page.locator(".candidate")
     assert cards.count() == 1 and "Probus 884" in cards.first.inner_text()
+    assert "One catalogue type fits what you said" in page.inner_text(".verdict")
     assert page.input_value("input[name=legend]") == "…virtus exerc…"  # the hint is kept, to change it
     shot(page, "visitor-05-legend-hint")
 

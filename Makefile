@@ -5,7 +5,7 @@ PIP := .venv/bin/pip
 STAMP := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install models db run test lint bench bench-scale stop-db browser stress mirador
+.PHONY: install models db run test lint bench bench-scale stop-db browser redis stress mirador
 
 install: $(STAMP)
 
@@ -57,11 +57,22 @@ browser:
 			"install Debian's chromium (sudo apt-get install chromium) to run it."; \
 	fi
 
+# Debian's redis-server for the worker-through-Redis test (tests/config/test_redis_broker.py) and for
+# OBVERSE_BROKER=redis: installed with apt-get when missing and we are root, as in CI.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's redis-server for the broker test..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else \
+		echo "redis-server not found and not root: the Redis broker test will be skipped (and fail where CI=true)."; \
+	fi
+
 # Two pytest-xdist workers, each with its share of the cores (tests/conftest.py); `TEST_WORKERS=0`
 # runs the suite in one process, `TEST_WORKERS=auto` one worker per core.
 TEST_WORKERS ?= 2
 
-test: models db lint browser mirador
+test: models db lint browser redis mirador
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -11,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from collection.models import Concept, Item, ItemStatus, Source, Specimen, SpecimenImage
 from collection.search import item_refresh_search
+from collection.services import ImageFileError, image_prepare
 from collection.templatetags.collection_tags import image_src
 
 
@@ -171,10 +175,32 @@ class ItemAdmin(CatalogueAdmin):
         self.message_user(request, f"{count} item(s) withdrawn.", messages.SUCCESS)
 
 
+class SpecimenImageForm(forms.ModelForm):
+    """A catalogue photo as the admin stores it: an uploaded file is re-encoded first, so none of its EXIF
+    (GPS position, camera serial), XMP or IPTC data is ever published (``services.image_prepare``)."""
+
+    class Meta:
+        model = SpecimenImage
+        fields = ["image"]  # the admin adds the others it lists
+
+    def clean_image(self):
+        upload = self.cleaned_data.get("image")
+        if not isinstance(upload, UploadedFile):
+            return upload  # unchanged, cleared or absent
+        upload.seek(0)
+        try:
+            prepared = image_prepare(data=upload.read())
+        except ImageFileError as exc:
+            raise forms.ValidationError(f"This file cannot be used as a photo: {exc}.") from exc
+        name = f"{Path(upload.name or 'photo').stem}{prepared.extension}"
+        return SimpleUploadedFile(name, prepared.content, content_type=f"image/{prepared.extension[1:]}")
+
+
 class SpecimenImageInline(admin.TabularInline):
     """A specimen's photographs with a thumbnail preview; checksums and sizes are derived, not typed."""
 
     model = SpecimenImage
+    form = SpecimenImageForm
     formfield_overrides = URL_FIELDS
     fields = ["preview", "side", "image", "remote_url", "sort_order", "sha256_short", "width", "height"]
     readonly_fields = ["preview", "sha256_short", "width", "height"]
@@ -220,6 +246,7 @@ class SpecimenAdmin(CatalogueAdmin):
 class SpecimenImageAdmin(CatalogueAdmin):
     """Catalogue photographs: preview, checksum and which embedding model versions index them."""
 
+    form = SpecimenImageForm
     list_display = ["preview", "specimen", "side", "sha256_short", "width", "height", "created_at"]
     list_display_links = ["preview", "specimen"]
     list_filter = ["side"]
@@ -240,7 +267,17 @@ class SpecimenImageAdmin(CatalogueAdmin):
         "embedding_info",
         "created_at",
     ]
-    readonly_fields = ["large_preview", "sha256", "width", "height", "embedding_info", "created_at"]
+    # The cut-out and thumbnail are made from the photo (by the indexer, by an import), never uploaded by hand.
+    readonly_fields = [
+        "large_preview",
+        "cutout",
+        "thumbnail",
+        "sha256",
+        "width",
+        "height",
+        "embedding_info",
+        "created_at",
+    ]
 
     @admin.display(description="Preview")
     def preview(self, image: SpecimenImage) -> str:

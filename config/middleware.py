@@ -1,5 +1,5 @@
-"""Security headers Django 5.2 does not set itself (Content-Security-Policy, Permissions-Policy), and a
-limit on the size of a request.
+"""Security headers Django 5.2 does not set itself (Content-Security-Policy, Permissions-Policy), a
+limit on the size of a request, and the client's address behind trusted proxies.
 
 Django's SecurityMiddleware and XFrameOptionsMiddleware already send ``X-Content-Type-Options``,
 ``Referrer-Policy``, ``Cross-Origin-Opener-Policy`` and ``X-Frame-Options`` (see settings). This
@@ -9,7 +9,8 @@ served under ``MEDIA_URL`` must be an image, is sandboxed by its own CSP and nev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -96,3 +97,85 @@ class RequestSizeLimitMiddleware:
         if request.path.startswith("/api/"):
             return JsonResponse({"errors": {"images": [message]}}, status=413)
         return render(request, "413.html", {"message": message}, status=413)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    """``OBVERSE_TRUSTED_PROXIES`` as networks: each entry an address (``10.0.0.5``) or a network (``10.0.0.0/8``)."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as a proxy writes it into X-Forwarded-For (``[v6]:port`` and ``v4:port`` included), or None."""
+    text = text.strip().strip('"')
+    if text.startswith("["):  # [2001:db8::1]:443
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # 203.0.113.7:51234
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:192.0.2.1 is 192.0.2.1, for the trusted networks too
+    return address
+
+
+def forwarded_client(remote_addr: str, forwarded_for: str, trusted: Sequence[Network]) -> str:
+    """The client's address: ``remote_addr``, or, when that is a trusted proxy, the first untrusted hop it reports.
+
+    X-Forwarded-For lists the hops from the client to the last proxy; each proxy appends the address it
+    was reached from. Read from the right, every address a trusted proxy added can be believed, up to
+    and including the first address that is not itself a trusted proxy: that is the client. Anything
+    further left was written by the client and proves nothing. A header from an untrusted peer is
+    ignored whole, so nobody can choose the address they are rate-limited and locked out by.
+    """
+    peer = _address(remote_addr)
+    if peer is None or not any(peer in network for network in trusted):
+        return remote_addr
+    client = peer
+    for hop in reversed([part for part in forwarded_for.split(",") if part.strip()]):
+        address = _address(hop)
+        if address is None:  # garbage from the client's side of the chain: stop at the last good hop
+            break
+        client = address
+        if not any(address in network for network in trusted):
+            break
+    return str(client)
+
+
+def client_ip_address(request: HttpRequest) -> str | None:
+    """The client's address as every rate limit sees it (``TrustedProxyMiddleware`` has set REMOTE_ADDR).
+
+    django-axes reads it through ``AXES_CLIENT_IP_CALLABLE``, so its lockouts count the same address as
+    the upload limit and the API throttles, whatever other IP library happens to be installed.
+    """
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class TrustedProxyMiddleware:
+    """Put the real client's address in ``REMOTE_ADDR`` when the request came through a trusted proxy.
+
+    Behind a reverse proxy every request arrives from the proxy's address, so the anonymous upload
+    limit, the API throttles and the login lockout would count the whole world as one client.
+    X-Forwarded-For is believed only from the proxies named in ``OBVERSE_TRUSTED_PROXIES`` (none by
+    default: then the header is ignored, and nobody can forge an address by sending it). First in the
+    middleware list, so everything after it (DRF with ``NUM_PROXIES = 0``, django-axes, the views)
+    reads one address. The proxy's own address is kept in ``OBVERSE_PROXY_ADDR`` for the logs.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.trusted = trusted_networks(settings.OBVERSE_TRUSTED_PROXIES)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        remote_addr = request.META.get("REMOTE_ADDR", "")
+        forwarded_for = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if self.trusted and forwarded_for:
+            client = forwarded_client(remote_addr, forwarded_for, self.trusted)
+            if client != remote_addr:
+                request.META["OBVERSE_PROXY_ADDR"] = remote_addr
+                request.META["REMOTE_ADDR"] = client
+        return self.get_response(request)

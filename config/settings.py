@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -32,6 +35,14 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated); without
+# them the header is ignored and every client is its TCP peer (config.middleware.TrustedProxyMiddleware).
+OBVERSE_TRUSTED_PROXIES = env_list("OBVERSE_TRUSTED_PROXIES", [])
+for _proxy in OBVERSE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"OBVERSE_TRUSTED_PROXIES: {_proxy!r} is not an address or network.") from _exc
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -47,6 +58,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_q",
+    "axes",
     "collection",
     "identification",
     "review",
@@ -55,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later middleware, DRF's throttles, django-axes and the views read the client's address.
+    "config.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.SecurityHeadersMiddleware",
+    # Turns a login refused by django-axes into the "locked out" page (429).
+    "axes.middleware.AxesMiddleware",
     # Last: refuses before any view hook reads the body (CSRF reads POST), inside the headers above.
     "config.middleware.RequestSizeLimitMiddleware",
 ]
@@ -92,6 +108,11 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL") or embedded_db.database_url()
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # reconnect after a PostgreSQL restart
+# Each process names itself to PostgreSQL ("obverse runserver", "obverse qcluster", "obverse gunicorn"), so
+# pg_stat_activity, and `manage.py restore` refusing to run beside them, say which is connected.
+_PROCESS = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+_PROCESS = sys.argv[1] if _PROCESS == "manage.py" and len(sys.argv) > 1 else _PROCESS
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", f"obverse {_PROCESS}"[:63])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -99,6 +120,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# django-axes counts failed logins (the site's login page and the admin's) and locks the client's
+# address out for a while after too many; see README, "Logins". Its backend comes first and only refuses.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("OBVERSE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("OBVERSE_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.locked_out"  # 429, with the minutes to wait
+# The address the other rate limits use (config.middleware.TrustedProxyMiddleware), never a header.
+AXES_CLIENT_IP_CALLABLE = "config.middleware.client_ip_address"
+# Failed attempts are kept until their cool-off ends; successful logins are not logged (who signed in
+# from where is personal data the museum has no use for).
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no start-up banner on every command; lockouts are still logged as warnings
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -113,8 +148,13 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("OBVERSE_MEDIA_ROOT", str(VAR_DIR / "media")))
+# Media (catalogue photos, cut-outs, tiles) and the private raw uploads, through Django's storage API:
+# local folders by default; with OBVERSE_STORAGE=s3 an S3 bucket (django-storages, requirements-s3.txt),
+# which the web server and every worker machine then share (docs/deploy.md).
+OBVERSE_STORAGE = env_str("OBVERSE_STORAGE", "local")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "private": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": ""}},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
         if not DEBUG
@@ -187,6 +227,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The throttles count REMOTE_ADDR, which TrustedProxyMiddleware has set: DRF must not read
+    # X-Forwarded-For itself (by default it believes whatever a client sends there).
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "submissions_anon": env_str("OBVERSE_API_ANON_RATE", "30/hour"),
         "submissions_user": env_str("OBVERSE_API_USER_RATE", "600/hour"),
@@ -211,10 +254,16 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", 
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in
 # memory, so they are recycled after a number of tasks; `timeout` stays below `retry` so a task is
 # never handed to a second worker while the first still runs it.
+# Two clusters on one broker: the default one processes visitors' photos (short tasks), the ``bulk``
+# one the catalogue's indexing and training (identification.jobs), so a photo never waits behind
+# them. Start the bulk one with ``Q_CLUSTER_NAME=bulk manage.py qcluster`` (``make run`` starts both).
+# A task's time limit must stay below ``retry``: the broker hands a task whose worker died to
+# another after ``retry`` seconds.
+OBVERSE_BULK_TIMEOUT_S = env_int("OBVERSE_BULK_TIMEOUT_S", 4 * 3600)  # a training on a large catalogue
 Q_CLUSTER = {
     "name": "obverse",
     "orm": "default",
-    "workers": env_int("OBVERSE_WORKERS", 2),  # a long task (training) must not block identifications
+    "workers": env_int("OBVERSE_WORKERS", 2),
     "recycle": 200,
     "timeout": 600,
     "retry": 720,
@@ -222,11 +271,50 @@ Q_CLUSTER = {
     "queue_limit": 20,
     "catch_up": False,
     "sync": env_bool("OBVERSE_Q_SYNC", False),
+    "ALT_CLUSTERS": {
+        "bulk": {
+            "workers": env_int("OBVERSE_BULK_WORKERS", 1),
+            "timeout": OBVERSE_BULK_TIMEOUT_S,
+            "retry": OBVERSE_BULK_TIMEOUT_S + 600,
+            "max_attempts": 3,
+            "queue_limit": 4,
+        }
+    },
 }
+# The broker: PostgreSQL itself by default (nothing more to run), or Redis for several worker machines
+# (OBVERSE_BROKER=redis; `make run` starts a local redis-server when the URL is on this machine).
+# Redis does not re-deliver a task whose worker died; the sweep (identification.sweep) requeues it.
+OBVERSE_BROKER = env_str("OBVERSE_BROKER", "orm")
+OBVERSE_REDIS_URL = env_str("OBVERSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+if OBVERSE_BROKER == "redis":
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = OBVERSE_REDIS_URL
+elif OBVERSE_BROKER != "orm":
+    raise ImproperlyConfigured(f"OBVERSE_BROKER must be 'orm' or 'redis', not {OBVERSE_BROKER!r}.")
+OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)
+# An indexing job that has not moved for this long lost a chunk (a worker died; Redis does not deliver
+# it again): the sweep queues its unfinished chunks again.
+OBVERSE_BULK_STALE_S = env_int("OBVERSE_BULK_STALE_S", 1800)  # catalogue images per indexing task (~20 s each)
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))
 OBVERSE_PRIVATE_UPLOADS = Path(env_str("OBVERSE_PRIVATE_UPLOADS", str(VAR_DIR / "uploads")))  # never served
+STORAGES["private"]["OPTIONS"]["location"] = str(OBVERSE_PRIVATE_UPLOADS)
+if OBVERSE_STORAGE == "s3":
+    _s3 = {
+        "bucket_name": env_str("OBVERSE_S3_BUCKET"),
+        "endpoint_url": env_str("OBVERSE_S3_ENDPOINT_URL") or None,  # another S3-compatible service
+        "region_name": env_str("OBVERSE_S3_REGION") or None,
+        "file_overwrite": False,
+    }
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {**_s3, "location": "media"}}
+    # Raw uploads: never public; the workers read them with the bucket's credentials.
+    STORAGES["private"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {**_s3, "location": "uploads", "default_acl": "private", "querystring_auth": True},
+    }
+elif OBVERSE_STORAGE != "local":
+    raise ImproperlyConfigured(f"OBVERSE_STORAGE must be 'local' or 's3', not {OBVERSE_STORAGE!r}.")
 OBVERSE_MAX_UPLOAD_BYTES = env_int("OBVERSE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 # A whole request (two photos and the form) may not be larger: refused with 413 before Django reads it,
 # so an oversized upload never fills the temporary folder (config.middleware.RequestSizeLimitMiddleware).
@@ -242,8 +330,13 @@ OBVERSE_ENHANCE = env_bool("OBVERSE_ENHANCE", False)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
+# Raw uploads (with their EXIF: GPS, camera) and the sender's name, email and address are removed this many
+# days after a submission is decided (identification.retention; daily schedule and `manage.py apply_retention`).
+OBVERSE_RETENTION_DAYS = env_int("OBVERSE_RETENTION_DAYS", 30)
 OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
 OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
+# Separation of duties: who reviewed a submission may not approve its proposal. On only for a museum of one.
+OBVERSE_ALLOW_SELF_APPROVAL = env_bool("OBVERSE_ALLOW_SELF_APPROVAL", False)
 OBVERSE_SITE_URL = env_str("OBVERSE_SITE_URL", "http://127.0.0.1:8000")  # links in emails
 # The published dataset (Nomisma's VoID: title, description, publisher and licence are required).
 # Records derived from the ANS's are ODbL, whence the default licence.
@@ -263,5 +356,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # django-axes logs every reset at INFO (each login resets); lockouts are WARNING and still show.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

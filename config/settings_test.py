@@ -24,6 +24,10 @@ STATIC_ROOT = None  # pages are served from the app folders in tests; nothing is
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "private": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": OBVERSE_PRIVATE_UPLOADS},
+    },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Several test runs may share one server (developers, helpers): OBVERSE_TEST_DB_SUFFIX keeps them apart.

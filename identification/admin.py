@@ -35,7 +35,17 @@ class SubmissionAdmin(admin.ModelAdmin):
     list_display = ["short_id", "status", "step", "requester_name", "submitted_by", "created_at", "attempts"]
     list_filter = ["status", "step", "created_at"]
     search_fields = ["id", "requester_name", "requester_email", "notes"]
-    readonly_fields = ["id", "created_at", "updated_at", "processing_started_at", "processed_at", "attempts", "step"]
+    readonly_fields = [
+        "id",
+        "created_at",
+        "updated_at",
+        "processing_started_at",
+        "processed_at",
+        "decided_at",
+        "personal_data_removed_at",
+        "attempts",
+        "step",
+    ]
     raw_id_fields = ["submitted_by"]
     inlines = [SubmissionImageInline, CandidateInline]
     date_hierarchy = "created_at"

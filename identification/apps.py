@@ -9,6 +9,6 @@ class IdentificationConfig(AppConfig):
     def ready(self) -> None:
         # An import into the catalogue (the layer below) queues the new images for search indexing.
         from collection.importers.base import images_imported_hook_register
-        from identification.indexing import catalogue_index_enqueue
+        from identification.jobs import index_job_start
 
-        images_imported_hook_register(catalogue_index_enqueue)
+        images_imported_hook_register(index_job_start)

@@ -83,9 +83,17 @@ class Submission(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When it was resolved or failed: retention counts from here."
+    )
+    personal_data_removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention removed the raw photos and the requester's contact details."
+    )
 
     # Status groups, the one place they are spelled out (properties below; querysets use the sets).
     PROCESSING_STATUSES = frozenset({SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING})
+    # Final: nothing is processed or reviewed again, so the raw photos and contact details have served.
+    DECIDED_STATUSES = frozenset({SubmissionStatus.RESOLVED, SubmissionStatus.FAILED})
     # Candidates shown to the sender and still being judged by volunteers or curators.
     OPEN_STATUSES = frozenset(
         {
@@ -213,3 +221,93 @@ class Candidate(models.Model):
     def total(self) -> float:
         """What ranked it: image similarity plus metadata agreement (``mlcore.retrieval.RankedItem.total``)."""
         return self.score + self.agreement
+
+
+class JobKind(models.TextChoices):
+    INDEX = "index", "Indexing catalogue images"
+    TRAIN = "train", "Training the models"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class BackgroundJob(models.Model):
+    """Bulk work on the catalogue (indexing, training) that visitors' photos never wait behind.
+
+    It runs on the worker's separate bulk cluster (``identification.jobs``), in chunks that each
+    fit well inside their time limit; ``done`` of ``total`` and the rate so far give the progress
+    and an estimate of the time left, shown on the review dashboard and by /healthz. At most one
+    training is queued or running at a time (a database constraint); a request that arrives while
+    one runs sets ``rerun``, so the catalogue's latest state is trained once more afterwards.
+    """
+
+    kind = models.CharField(max_length=10, choices=JobKind.choices)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0, help_text="Items that could not be processed (logged).")
+    detail = models.CharField(max_length=300, blank=True, help_text="What it is doing now, or why it failed.")
+    model_version = models.CharField(max_length=120, blank=True)
+    rerun = models.BooleanField(default=False, help_text="Asked for again while running: run once more after.")
+    activate = models.BooleanField(default=False, help_text="Indexing: activate ``model_version`` when done.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(kind="train", status__in=["queued", "running"]),
+                name="one_active_training",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.status}, {self.done}/{self.total})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Share done (0..1), or None when the size of the work is not known."""
+        return min(1.0, (self.done + self.failed) / self.total) if self.total else None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the rate so far; None before anything is done."""
+        from django.utils import timezone
+
+        finished = self.done + self.failed
+        if self.status != JobStatus.RUNNING or not self.started_at or not finished or not self.total:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return max(0.0, elapsed / finished * (self.total - finished))
+
+    @property
+    def minutes_left(self) -> int | None:
+        """``seconds_left`` in whole minutes, rounded up (what a page shows)."""
+        seconds = self.seconds_left
+        return None if seconds is None else max(1, -(-int(seconds) // 60))
+
+
+class IndexChunk(models.Model):
+    """A few hundred catalogue images of an indexing job: one task, counted into the job exactly once."""
+
+    job = models.ForeignKey(BackgroundJob, on_delete=models.CASCADE, related_name="chunks")
+    image_ids = models.JSONField(default=list)
+    finished = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of job {self.job_id} ({len(self.image_ids)} images)"

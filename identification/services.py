@@ -21,6 +21,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from collection.models import ImageLicence, Side
@@ -91,7 +92,6 @@ def submission_create(
         requester_name=requester_name,
         requester_email=requester_email,
         user=user,
-        client_ip=client_ip,
         contact_required=contact_required,
         photo_licence=photo_licence,
     )
@@ -100,9 +100,10 @@ def submission_create(
     if errors:
         raise ValidationError(errors)
     storage = uploads.private_uploads()
+    anonymous = user is None or not user.is_authenticated
     # The id (a new UUID) is known before anything is written, so a failure removes the whole folder.
     submission = Submission(
-        submitted_by=user if user is not None and user.is_authenticated else None,
+        submitted_by=None if anonymous else user,
         requester_name=requester_name.strip(),
         requester_email=requester_email.strip(),
         notes=notes.strip(),
@@ -113,6 +114,8 @@ def submission_create(
     )
     try:
         with transaction.atomic():
+            if anonymous:  # counted and inserted in one transaction: parallel requests cannot all pass
+                uploads.anonymous_limit_take(client_ip=client_ip, email=requester_email)
             submission.save(force_insert=True)
             for position, upload in enumerate(files):
                 name = storage.save(f"{submission.pk}/{position}.upload", upload)
@@ -199,9 +202,10 @@ def _set_step(submission_id, step: str) -> None:
 
 
 def submission_fail(*, submission_id, reason: str) -> None:
-    """Mark a submission failed with a readable reason (kept, never deleted)."""
+    """Mark a submission failed with a readable reason (kept; its raw photos go after the retention period)."""
+    now = timezone.now()
     Submission.objects.filter(pk=submission_id).exclude(status=SubmissionStatus.FAILED).update(
-        status=SubmissionStatus.FAILED, error=reason[:2000], processed_at=timezone.now()
+        status=SubmissionStatus.FAILED, error=reason[:2000], processed_at=now, decided_at=now
     )
 
 
@@ -234,6 +238,10 @@ def submission_process(*, submission_id, force: bool = False) -> bool:
     except (ImageDecodeError, NoObjectFound) as exc:  # the input itself is bad: retrying cannot help
         submission_fail(submission_id=submission_id, reason=str(exc))
     except Exception as exc:
+        full = disk_full(exc)
+        if full is not None:  # not the photos' fault: kept, and tried again once there is room
+            _wait_for_room(submission_id, full, exc)
+            return False
         logger.exception("processing submission %s failed", submission_id)
         if submission.attempts >= settings.OBVERSE_PROCESSING_MAX_ATTEMPTS:
             submission_fail(
@@ -246,6 +254,61 @@ def submission_process(*, submission_id, force: bool = False) -> bool:
             )
             raise
     return True
+
+
+WAITING_FOR_ROOM = (
+    "The server ran out of disk space while processing your photos. They are kept, and processing starts "
+    "again by itself once there is room."
+)
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """What is full, when ``exc`` (or what caused it) is a full disk or quota; None for any other error.
+
+    A file the storage could not write names its folder; PostgreSQL's "disk full" (SQLSTATE 53100)
+    reaches Django as an OperationalError caused by psycopg's DiskFull.
+    """
+    from psycopg import errors as pg_errors
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _folder_of(seen.filename)
+        if isinstance(seen, pg_errors.DiskFull):
+            return "the database server's disk"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _folder_of(filename) -> str:
+    """Which of the site's folders a file is in, as the operator knows it (its setting and path)."""
+    path = str(filename or "")
+    for setting in ("MEDIA_ROOT", "OBVERSE_PRIVATE_UPLOADS"):
+        root = str(getattr(settings, setting))
+        if path.startswith(root.rstrip("/") + "/"):
+            return f"the disk of {setting} ({root})"
+    return f"the disk holding {path}" if path else "a disk of the worker"
+
+
+def _wait_for_room(submission_id, full: str, exc: BaseException) -> None:
+    """Put a submission back to ``received`` after a full disk, without counting the attempt.
+
+    The sweep (``identification.sweep``) queues it again after OBVERSE_SWEEP_RECEIVED_AFTER_S, as
+    long as the disk stays full: a full disk never fails a submission. The sender sees why it waits.
+    """
+    logger.error(
+        "submission %s: %s is full (%s); the submission is kept and will be processed again once there is room",
+        submission_id,
+        full,
+        exc,
+    )
+    Submission.objects.filter(pk=submission_id, status=SubmissionStatus.PROCESSING).update(
+        status=SubmissionStatus.RECEIVED,
+        step=ProcessingStep.RECEIVED,
+        attempts=Greatest(F("attempts") - 1, 0),
+        error=WAITING_FOR_ROOM,
+        updated_at=timezone.now(),
+    )
 
 
 def _pair_sides(images: list[SubmissionImage]) -> None:
@@ -293,7 +356,11 @@ def _process_image(pipeline, image: SubmissionImage, *, on_step: Callable[[str],
     ):
         name = f"submissions/{image.submission_id}/{image.position}-{suffix}"
         storage.delete(name)
-        getattr(image, field).save(name.rsplit("/", 1)[1], content, save=False)
+        try:
+            getattr(image, field).save(name.rsplit("/", 1)[1], content, save=False)
+        except OSError:
+            storage.delete(name)  # what a full disk left half-written
+            raise
     image.crop_box = list(result.crop_box)
     image.detections = [
         _detection_json(d, decoded.size, chosen=i == result.chosen) for i, d in enumerate(result.detections)

@@ -80,7 +80,8 @@ def submission_sweep_stuck(*, now=None, limit: int = 200) -> SweepReport:
                     f"Processing stopped {attempts} times without finishing (the worker was stopped or ran out "
                     "of time). Please submit the photos again, or smaller ones."
                 )
-                if unchanged.update(status=SubmissionStatus.FAILED, error=reason, processed_at=now, updated_at=now):
+                failed = {"error": reason, "processed_at": now, "decided_at": now, "updated_at": now}
+                if unchanged.update(status=SubmissionStatus.FAILED, **failed):
                     report.failed.append(pk)
             elif str(pk) not in pending and unchanged.update(
                 status=SubmissionStatus.RECEIVED, step=ProcessingStep.RECEIVED, updated_at=now

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
 from identification import pipeline_cache
 from identification.catalogue import catalogue_records
@@ -33,6 +32,7 @@ def models_train(
     seed: int = 0,
     limit: int | None = None,
     reindex: bool = True,
+    activate: bool = True,
     progress=None,
     use_reviews: bool = True,
     exclude_record_ids: Sequence[str] = (),
@@ -48,8 +48,9 @@ def models_train(
     re-embedded for it *before* it is activated: searches keep using the previous version's complete
     index meanwhile (with 300,000 coins a re-index takes hours). Images added during the re-index
     are caught up just after the switch, and the previous version's embeddings are pruned only once
-    every image has one for the new version. ``reindex=False`` activates the new version at once.
-    Returns mlcore's TrainingReport.
+    every image has one for the new version. ``reindex=False`` activates the new version at once,
+    or, with ``activate=False`` too, leaves that to the caller (``identification.jobs`` indexes the
+    catalogue for it in chunks first). Returns mlcore's TrainingReport.
     """
     from mlcore.train import train_all
     from mlcore.versions import version_activate
@@ -63,6 +64,8 @@ def models_train(
     report = train_all(records, models_dir=models_dir, seed=seed, progress=progress, feedback=feedback, activate=False)
     if reindex:
         catalogue_index_pending(pipeline_cache.get_pipeline(version=report.version), progress=progress)
+    elif not activate:
+        return report
     version_activate(models_dir, report.version)
     report.activated = True
     pipeline_cache.reset_pipeline()
@@ -73,10 +76,3 @@ def models_train(
         if not catalogue_pending_images(model=model).exists():
             catalogue_prune_embeddings(keep=model)
     return report
-
-
-def models_train_enqueue() -> None:
-    """Queue a training run (then re-index) for the worker, e.g. after loading a new collection."""
-    from django_q.tasks import async_task
-
-    transaction.on_commit(lambda: async_task("identification.tasks.train_models", task_name="train-models"))

@@ -1,11 +1,14 @@
 """What is checked and kept at the door: upload checks, the anonymous rate limit, private storage of raw photos.
 
-``submission_validate`` runs cheap checks only (sizes, the photo's header, contact details, the
-rate limit); decoding the pixels is the worker's, which fails the submission if they are damaged.
+``submission_validate`` runs cheap checks only (sizes, the photo's header, contact details);
+decoding the pixels is the worker's, which fails the submission if they are damaged. The anonymous
+rate limit (``anonymous_limit_take``) is counted inside the transaction that stores the submission.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import shutil
 from collections.abc import Sequence
@@ -13,8 +16,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import Storage
 from django.core.files.uploadedfile import UploadedFile
+from django.db import connection
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -27,14 +31,38 @@ from identification.models import DeclaredSide, Submission
 MARKUP_SIGNATURES = (b"<html", b"<svg", b"<script", b"<!doctype", b"<body", b"<iframe")
 
 
-def private_uploads() -> FileSystemStorage:
-    """Raw uploads, kept outside the public media folder until re-encoded without metadata."""
-    return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
+def private_uploads() -> Storage:
+    """Raw uploads (``STORAGES["private"]``), never served, kept apart from the public media until re-encoded."""
+    from django.core.files.storage import FileSystemStorage, storages
+
+    storage = storages["private"]
+    if isinstance(storage, FileSystemStorage) and storage.location != str(settings.OBVERSE_PRIVATE_UPLOADS):
+        # The setting was changed after the storage was made (tests, the benchmark's throw-away folders).
+        return FileSystemStorage(location=settings.OBVERSE_PRIVATE_UPLOADS)
+    return storage
 
 
-def uploads_discard(storage: FileSystemStorage, submission_id) -> None:
-    """Remove a submission's upload folder, including a file left half-written by a full disk."""
-    shutil.rmtree(storage.path(str(submission_id)), ignore_errors=True)
+def uploads_discard(storage: Storage, submission_id, *, strict: bool = False) -> None:
+    """Remove a submission's uploads, including a file left half-written by a full disk.
+
+    ``strict``: an error (other than nothing to remove) is raised, for callers that must not record
+    the files as gone when they are not (retention).
+    """
+    try:
+        folder = storage.path(str(submission_id))
+    except NotImplementedError:  # a remote storage (S3): delete its files one by one
+        try:
+            _, names = storage.listdir(str(submission_id))
+        except FileNotFoundError:
+            return
+        for name in names:
+            storage.delete(f"{submission_id}/{name}")
+        return
+    if strict:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def decode_limits():
@@ -55,15 +83,16 @@ def submission_validate(
     requester_name: str,
     requester_email: str,
     user,
-    client_ip,
     contact_required: bool = True,
     photo_licence: str = ImageLicence.NONE,
 ) -> dict[str, list[str]]:
-    """Field → reasons, every reason at once; empty when the submission may be accepted.
+    """Field → reasons, every reason at once; empty when the submission may be accepted (the rate limit
+    aside, see below).
 
-    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details, the
-    publication choice and the anonymous rate limit. Decoding is the worker's, which fails the
-    submission if the pixels are damaged.
+    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details and the
+    publication choice. Decoding is the worker's, which fails the submission if the pixels are
+    damaged. The anonymous rate limit is not checked here but by ``anonymous_limit_take``, in the
+    transaction that stores the submission.
     """
     errors: dict[str, list[str]] = {}
     photo_errors = _photo_errors(files)
@@ -82,12 +111,6 @@ def submission_validate(
             errors["requester_name"] = ["Tell us your name so a curator can reply."]
         if contact_required and not requester_email.strip():
             errors["requester_email"] = ["An email address is required so we can tell you the result."]
-        if not errors and _rate_limited(client_ip=client_ip, email=requester_email):
-            limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
-            errors["non_field_errors"] = [
-                f"Too many submissions in the last hour (at most {limit} from one network or email address); "
-                "please try again later."
-            ]
     return errors
 
 
@@ -99,6 +122,62 @@ def _is_email(text: str) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def anonymous_limit_take(*, client_ip: str | None, email: str) -> None:
+    """Count this anonymous submission against its network's and its email's hourly limit, or refuse it.
+
+    Call inside the transaction that inserts the submission. The count and the insert must be one
+    step, or parallel requests all count the same rows and all pass: so the network and the email
+    are locked first (PostgreSQL transaction-level advisory locks, released at commit or rollback),
+    and a second request from the same network or email waits until the first one's row is
+    committed, then counts it. Requests from other clients take other locks and never wait.
+    Raises ValidationError (``non_field_errors``) when the limit is used up.
+    """
+    keys = sorted({_lock_key(f"network:{_network(client_ip)}") if client_ip else None, _email_lock(email)} - {None})
+    with connection.cursor() as cursor:
+        for key in keys:  # always in the same order, so two requests never wait for each other's second lock
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    if _rate_limited(client_ip=client_ip, email=email):
+        limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
+        raise ValidationError(
+            {
+                "non_field_errors": [
+                    f"Too many submissions in the last hour (at most {limit} from one network or email address); "
+                    "please try again later."
+                ]
+            }
+        )
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for a name (the same in every process, unlike ``hash``)."""
+    digest = hashlib.blake2b(f"obverse-anonymous-limit:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _email_lock(email: str) -> int | None:
+    person = _email_person(email)
+    return _lock_key(f"email:{person[0]}@{person[1]}") if person else None
+
+
+def _email_person(email: str) -> tuple[str, str] | None:
+    """(local part without a "+tag", domain), lower-cased: "Ada+1@X.org" is ("ada", "x.org"); None if no address."""
+    local, at, domain = email.strip().lower().rpartition("@")
+    if not at or not local:
+        return None
+    return local.split("+", 1)[0], domain
+
+
+def _network(client_ip: str) -> str:
+    """What one client is counted by: its IPv4 address, or the /64 network of an IPv6 address."""
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _photo_errors(files: Sequence[UploadedFile]) -> list[str]:
@@ -149,10 +228,10 @@ def _rate_limited(*, client_ip: str | None, email: str) -> bool:
     limit = settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR
     if client_ip and _same_network(recent, client_ip).count() >= limit:
         return True
-    local, at, domain = email.strip().lower().rpartition("@")
-    if not at or not local:
+    person = _email_person(email)
+    if person is None:
         return False
-    base = local.split("+", 1)[0]
+    base, domain = person
     same_person = Q(requester_email__iexact=f"{base}@{domain}") | Q(
         requester_email__istartswith=f"{base}+", requester_email__iendswith=f"@{domain}"
     )
@@ -161,11 +240,7 @@ def _rate_limited(*, client_ip: str | None, email: str) -> bool:
 
 def _same_network(submissions: QuerySet[Submission], client_ip: str) -> QuerySet[Submission]:
     """The submissions from this address, or from its /64 network for an IPv6 client."""
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        address = None
-    if address is not None and address.version == 6 and address.ipv4_mapped is None:
-        network = str(ipaddress.ip_network(f"{address}/64", strict=False))
+    network = _network(client_ip)
+    if "/" in network:
         return submissions.filter(RawSQL("client_ip <<= %s::inet", [network], output_field=BooleanField()))
     return submissions.filter(client_ip=client_ip)

@@ -260,6 +260,11 @@ def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
 
     The background colour is the median of the border pixels (handles off-white studio paper).
     """
+    return _studio_blobs(image, tolerance=tolerance)[0]
+
+
+def _studio_blobs(image: Image.Image, *, tolerance: int) -> tuple[np.ndarray, float]:
+    """(the largest blob as ``studio_mask`` gives it, the second largest blob's size relative to it)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = np.median(border, axis=0)
@@ -267,9 +272,10 @@ def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
     mask = ndimage.binary_opening(distance > tolerance, iterations=2)
     labels, count = ndimage.label(mask)
     if count == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
-    return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
+        return np.zeros(mask.shape, dtype=bool), 0.0
+    sizes = np.sort(ndimage.sum(mask, labels, index=range(1, count + 1)))[::-1]
+    largest = labels == (int(np.argmax(ndimage.sum(mask, labels, index=range(1, count + 1)))) + 1)
+    return ndimage.binary_fill_holes(largest), float(sizes[1] / sizes[0]) if count > 1 else 0.0
 
 
 def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
@@ -296,6 +302,7 @@ def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
 STUDIO_BORDER_SPREAD = 10
 STUDIO_MIN_CIRCULARITY = 0.8
 STUDIO_MIN_SHARPNESS = 0.95
+STUDIO_MAX_SECOND = 0.1  # a second object this big (relative to the first) means a photo of several
 STUDIO_AREA = (0.05, 0.97)
 STUDIO_TOLERANCE = 24
 STUDIO_WORK_SIDE = 512
@@ -315,7 +322,9 @@ def studio_detection(image: Image.Image) -> Detection | None:
     spread = np.abs(border - np.median(border, axis=0)).max(axis=1)
     if np.median(spread) > STUDIO_BORDER_SPREAD:
         return None
-    mask = studio_mask(small, tolerance=STUDIO_TOLERANCE)
+    mask, second = _studio_blobs(small, tolerance=STUDIO_TOLERANCE)
+    if second > STUDIO_MAX_SECOND:  # several objects (coins side by side): the model finds them all
+        return None
     area = float(mask.mean())
     if not STUDIO_AREA[0] <= area <= STUDIO_AREA[1]:
         return None

@@ -1,5 +1,9 @@
 """The review workflow's rules: who may review or decide, how many must agree, how long a claim lasts.
 
+Separation of duties: whoever reviewed a submission may not also approve its proposal, so every
+change to the catalogue has been looked at by two people at least (``OBVERSE_ALLOW_SELF_APPROVAL``
+lifts it for a museum of one).
+
 Services and selectors both check them, so a page cannot show or do what its user may not.
 """
 
@@ -12,6 +16,11 @@ from django.core.exceptions import PermissionDenied
 
 from collection.roles import is_curator, is_volunteer
 from identification.models import SubmissionStatus
+from review.models import Review
+
+
+class SeparationOfDuties(PermissionDenied):
+    """A curator who reviewed a submission tried to approve its proposal."""
 
 
 def consensus_required() -> int:
@@ -34,6 +43,27 @@ def curator_require(user) -> None:
     """Raise PermissionDenied unless the user is a curator (or a superuser)."""
     if user is None or not is_curator(user):
         raise PermissionDenied("Only curators may do this.")
+
+
+def self_approval_allowed() -> bool:
+    """Whether one person may review a submission and approve its proposal (OBVERSE_ALLOW_SELF_APPROVAL, off)."""
+    return bool(getattr(settings, "OBVERSE_ALLOW_SELF_APPROVAL", False))
+
+
+def may_approve(user, *, submission_id) -> bool:
+    """Whether this curator may approve the submission's proposal: not if they reviewed it, in any round."""
+    if not is_curator(user):
+        return False
+    return self_approval_allowed() or not Review.objects.filter(submission_id=submission_id, reviewer=user).exists()
+
+
+def approver_require(user, *, submission_id) -> None:
+    """Raise PermissionDenied unless the user is a curator who did not review this submission (or it is allowed)."""
+    curator_require(user)
+    if not may_approve(user, submission_id=submission_id):
+        raise SeparationOfDuties(
+            "You reviewed this submission, so another curator must approve its proposal (separation of duties)."
+        )
 
 
 def claimable_statuses(user) -> list[str]:

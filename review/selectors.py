@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from collection.models import Side, Specimen, SpecimenImage
+from identification.jobs import active_jobs
 from identification.models import Candidate, Submission, SubmissionStatus
 from review import rules
 from review.models import Claim, Proposal, ProposalKind, ProposalStatus, Review, ReviewDecision, ReviewEvent
@@ -258,6 +259,7 @@ def proposal_page(*, proposal_id: int, user) -> dict | None:
         "record_id": specimen_record_id(submission) if proposal.status == ProposalStatus.PENDING else "",
         "draft_rows": [(key.replace("_", " ").capitalize(), proposal.draft[key]) for key in proposal.draft],
         "events": list(submission.events.select_related("actor", "item", "specimen").order_by("created_at", "pk")),
+        "may_approve": rules.may_approve(user, submission_id=submission.pk),
     }
 
 
@@ -319,6 +321,7 @@ def dashboard_stats(*, user, days: int = 14, now=None) -> dict:
         "disagreed": disagreed,
         "agreement_rate": agreed / (agreed + disagreed) if agreed + disagreed else None,
         "decisions": dict(Counter(Review.objects.values_list("decision", flat=True))),
+        "jobs": active_jobs(),  # the catalogue's bulk work: indexing, training, with progress
         **accuracy,
     }
 

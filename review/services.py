@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from collection.models import KEY_KINDS, Concept, ImageLicence, Item, ItemStatus, Side, Specimen, SpecimenImage
 from collection.services import specimen_image_tiles_make
-from identification.indexing import catalogue_index_enqueue
+from identification.jobs import index_job_start
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
 from review import rules, selectors
 from review.emails import requester_notify
@@ -326,7 +326,9 @@ def _apply_consensus(submission: Submission, review: Review, *, expert: bool) ->
 
 
 def _set_status(submission: Submission, status: str) -> None:
-    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=timezone.now())
+    now = timezone.now()
+    decided = {"decided_at": now} if status in Submission.DECIDED_STATUSES else {}  # the retention clock starts
+    Submission.objects.filter(pk=submission.pk).update(status=status, updated_at=now, **decided)
     submission.status = status
 
 
@@ -451,12 +453,15 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
     Creates the Specimen (record id ``OBV-<submission>``, public) on the item, copies the
     submission's photos (upright versions, on the sides the review decided) as its images under the
     licence and credit the contributor chose (none when they chose not to publish), queues them
-    for indexing, resolves the submission and emails the requester after commit. Of two curators approving together, one
-    wins; the other gets ReviewConflict and nothing changes.
+    for indexing, resolves the submission and emails the requester after commit. Of two curators
+    approving together, one wins; the other gets ReviewConflict and nothing changes. A curator who
+    reviewed the submission gets ``rules.SeparationOfDuties`` (a PermissionDenied) unless
+    ``OBVERSE_ALLOW_SELF_APPROVAL`` is on.
     """
     rules.curator_require(user)
     with transaction.atomic():
         proposal = _lock_pending(proposal_id)
+        rules.approver_require(user, submission_id=proposal.submission_id)
         submission = Submission.objects.select_for_update().get(pk=proposal.submission_id)
         if submission.status != SubmissionStatus.PROPOSED:
             raise ReviewConflict(f"The submission is {submission.get_status_display()}, not awaiting approval.")
@@ -496,7 +501,7 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
             detail=proposal.get_kind_display(),
             data={"images": [image.pk for image in images], "new_item": proposal.kind == ProposalKind.NEW_ITEM},
         )
-        catalogue_index_enqueue(image_ids=[image.pk for image in images])
+        index_job_start(image_ids=[image.pk for image in images])
         transaction.on_commit(lambda: _notify(submission.pk, kind="approved", proposal_id=proposal.pk))
     return specimen
 

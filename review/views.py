@@ -155,7 +155,7 @@ def proposal_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def proposal_approve(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         specimen = services.proposal_approve(proposal_id=pk, user=request.user)
-    except services.ReviewConflict as exc:
+    except (services.ReviewConflict, rules.SeparationOfDuties) as exc:
         messages.error(request, str(exc))
         return redirect("review:proposal_detail", pk=pk)
     except ValidationError as exc:

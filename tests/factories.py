@@ -123,6 +123,19 @@ def catalogue_image(item: Item, seed: int, side: str = Side.OBVERSE, pipeline=No
     return image
 
 
+def unindexed_catalogue_images(count: int) -> list[int]:
+    """Ids of ``count`` catalogue images of one new item (distinct pictures), stored but not indexed."""
+    item = make_item()
+    ids = []
+    for seed in range(count):
+        specimen = make_specimen(item)
+        data = pattern_png(100 + seed)
+        image = SpecimenImage(specimen=specimen, side=Side.OBVERSE, sha256=hashlib.sha256(data).hexdigest())
+        image.image.save(f"{specimen.record_id}.png", ContentFile(data), save=True)
+        ids.append(image.pk)
+    return ids
+
+
 def make_user(username: str, group: str | None = "volunteer", **kwargs) -> User:
     """A user in ``group`` (a volunteer unless told; None for no group)."""
     user = User.objects.create_user(username=username, password="pw-" + username, **kwargs)

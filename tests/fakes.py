@@ -103,6 +103,23 @@ class FakePipeline:
         vector = np.asarray(cutout.convert("L").resize((32, 40)), dtype=np.float32).ravel() - 127.5
         return vector / (np.linalg.norm(vector) or 1.0)
 
+    def embed_many(self, cutouts):
+        return np.stack([self.embed_cutout(cutout) for cutout in cutouts])
+
+    def process_catalogue(self, sources):
+        """As mlcore's: each catalogue photo cut out and embedded, or the reason it could not be."""
+        from mlcore.pipeline import CatalogueCut
+
+        out = []
+        for source in sources:
+            try:
+                result = self.process(source, assume_upright=True)
+            except Exception as exc:  # the real one reports unusable photos the same way
+                out.append(CatalogueCut(None, None, str(exc)))
+                continue
+            out.append(CatalogueCut(result.cutout, result.embedding))
+        return out
+
     calibrated = True  # metadata confidences from a trained calibration (False: raw vote shares)
 
     def metadata_calibrated(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import struct
 import zlib
 from functools import cache
@@ -231,3 +232,46 @@ def crafted_header(fmt: str, width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+# --- Real ANS records (read from ../shared/data, never copied into the project) ---------------
+
+# Chosen to cover: three and two coins of one type, records without a type URI, a single <date>,
+# an RPC type with a second linked reference, and a few ordinary ones.
+ANS_SUBSET = [
+    "1944.100.23777",
+    "1934.21.55",
+    "1944.100.22734",  # ric.8.cnp.37 ×3
+    "1944.100.53312",
+    "1944.100.53313",  # ric.4.sa.648b ×2
+    "1944.100.53316",
+    "1946.35.79",  # no type URI
+    "0000.999.3156",  # <date> instead of <dateRange>
+    "1944.100.39369",  # OCRE and RPC links
+    "1944.100.53310",
+    "1944.100.53311",
+    "0000.999.10200",
+]
+
+
+def external_entity(secret: Path) -> str:
+    return f"""<?xml version="1.0"?>
+<!DOCTYPE nuds [<!ENTITY xxe SYSTEM "file://{secret}">]>
+<nuds xmlns="http://nomisma.org/nuds"><control><recordId>XXE.1</recordId></control>
+<descMeta><title>&xxe;</title></descMeta></nuds>
+"""
+
+
+# Four coins of Severus Alexander (two of one type): enough for matching, re-import and failures.
+ANS_SMALL = ["1944.100.53312", "1944.100.53313", "1944.100.53310", "1944.100.53311"]
+
+
+def copy_records(ans_dir: Path, folder: Path, record_ids: list[str]) -> Path:
+    """A NUDS folder with these records and an images folder beside it (copies, in tmp)."""
+    (folder / "nuds").mkdir()
+    (folder / "images").mkdir()
+    for record_id in record_ids:
+        shutil.copy(ans_dir / "nuds" / f"{record_id}.xml", folder / "nuds")
+        for side in ("obv", "rev"):
+            shutil.copy(ans_dir / "images" / f"{record_id}.{side}.jpg", folder / "images")
+    return folder

@@ -11,7 +11,7 @@ from typing import Any
 
 from collection.linked_data import iiif
 from collection.linked_data.links import Links
-from collection.models import ConceptKind, Item, Specimen
+from collection.models import Concept, ConceptKind, Item, Specimen, SpecimenImage
 
 CONTEXT = "https://linked.art/ns/v1/linked-art.json"
 CONTENT_TYPE = f'application/ld+json;profile="{CONTEXT}"'
@@ -70,59 +70,83 @@ def specimen_object(specimen: Specimen, *, item: Item | None, links: Links) -> d
         ],
         "equivalent": [{"id": links.specimen(specimen.pk), "type": "HumanMadeObject", "_label": title}],
     }
+    dimensions = _dimensions(specimen)
+    if dimensions:
+        record["dimension"] = dimensions
+    if item is not None:
+        _add_type_facts(record, item, links)
+    images = [image for image in specimen.images.all() if iiif.has_service(image)]
+    if images:
+        record["representation"] = [_representation(image, links) for image in images]
+    record["subject_of"] = _subject_of(specimen, links, with_manifest=bool(images))
+    if specimen.holding_collection:
+        record["current_owner"] = [_owner(specimen)]
+    record["member_of"] = [{"id": links.dataset(), "type": "Set", "_label": "The published collection"}]
+    return record
+
+
+def _dimensions(specimen: Specimen) -> list[dict[str, Any]]:
     dimensions = []
     for value, kind, unit in ((specimen.weight_g, WEIGHT, GRAMS), (specimen.diameter_mm, DIAMETER, MILLIMETRES)):
         if value is not None:
             dimensions.append({"type": "Dimension", "classified_as": [kind], "value": float(value), "unit": unit})
-    if dimensions:
-        record["dimension"] = dimensions
-    if item is not None:
-        concepts = list(item.concepts.all())
-        materials = [c for c in concepts if c.kind == ConceptKind.MATERIAL and c.uri]
-        if materials:
-            record["made_of"] = [{"id": c.uri, "type": "Material", "_label": c.label} for c in materials]
-        production: dict[str, Any] = {"type": "Production"}
-        mints = [c for c in concepts if c.kind == ConceptKind.MINT and c.uri]
-        if mints:
-            production["took_place_at"] = [{"id": c.uri, "type": "Place", "_label": c.label} for c in mints]
-        authorities = [c for c in concepts if c.kind == ConceptKind.AUTHORITY and c.uri]
-        if authorities:
-            production["influenced_by"] = [{"id": c.uri, "type": "Person", "_label": c.label} for c in authorities]
-        timespan = _timespan(item)
-        if timespan:
-            production["timespan"] = timespan
-        if len(production) > 1:
-            record["produced_by"] = production
-        # The coin type: a classification by its corpus URI (OCRE, CRRO, RPC) where it has one.
-        record["classified_as"].append(
-            {"id": item.uri or links.item(item.pk), "type": "Type", "_label": item.reference or item.title}
-        )
-    images = [image for image in specimen.images.all() if iiif.has_service(image)]
-    if images:
-        record["representation"] = [
+    return dimensions
+
+
+def _references(concepts: list[Concept], kind: str, la_type: str) -> list[dict[str, str]]:
+    """The terms of one kind as Linked Art references; a term without a URI has nothing to point at."""
+    return [{"id": c.uri, "type": la_type, "_label": c.label} for c in concepts if c.kind == kind and c.uri]
+
+
+def _add_type_facts(record: dict[str, Any], item: Item, links: Links) -> None:
+    """What the specimen has from its type: material, production (mint, authority, dates), the type itself."""
+    concepts = list(item.concepts.all())
+    materials = _references(concepts, ConceptKind.MATERIAL, "Material")
+    if materials:
+        record["made_of"] = materials
+    production: dict[str, Any] = {"type": "Production"}
+    mints = _references(concepts, ConceptKind.MINT, "Place")
+    if mints:
+        production["took_place_at"] = mints
+    authorities = _references(concepts, ConceptKind.AUTHORITY, "Person")
+    if authorities:
+        production["influenced_by"] = authorities
+    timespan = _timespan(item)
+    if timespan:
+        production["timespan"] = timespan
+    if len(production) > 1:
+        record["produced_by"] = production
+    # The coin type: a classification by its corpus URI (OCRE, CRRO, RPC) where it has one.
+    record["classified_as"].append(
+        {"id": item.uri or links.item(item.pk), "type": "Type", "_label": item.reference or item.title}
+    )
+
+
+def _representation(image: SpecimenImage, links: Links) -> dict[str, Any]:
+    """One image served here through IIIF: its full-size JPEG and its image service."""
+    return {
+        "type": "VisualItem",
+        "_label": image.get_side_display(),
+        "digitally_shown_by": [
             {
-                "type": "VisualItem",
-                "_label": image.get_side_display(),
-                "digitally_shown_by": [
+                "type": "DigitalObject",
+                "classified_as": [DIGITAL_IMAGE],
+                "format": "image/jpeg",
+                "access_point": [{"id": iiif.full_url(image, links), "type": "DigitalObject"}],
+                "digitally_available_via": [
                     {
-                        "type": "DigitalObject",
-                        "classified_as": [DIGITAL_IMAGE],
-                        "format": "image/jpeg",
-                        "access_point": [{"id": iiif.full_url(image, links), "type": "DigitalObject"}],
-                        "digitally_available_via": [
-                            {
-                                "type": "DigitalService",
-                                "access_point": [{"id": links.image_service(image.pk), "type": "DigitalObject"}],
-                                "conforms_to": [
-                                    {"id": "http://iiif.io/api/image/3/context.json", "type": "InformationObject"}
-                                ],
-                            }
-                        ],
+                        "type": "DigitalService",
+                        "access_point": [{"id": links.image_service(image.pk), "type": "DigitalObject"}],
+                        "conforms_to": [{"id": "http://iiif.io/api/image/3/context.json", "type": "InformationObject"}],
                     }
                 ],
             }
-            for image in images
-        ]
+        ],
+    }
+
+
+def _subject_of(specimen: Specimen, links: Links, *, with_manifest: bool) -> list[dict[str, Any]]:
+    """The documents about the specimen: its web page and, where it has IIIF images, its manifest."""
     subject_of = [
         {
             "type": "LinguisticObject",
@@ -136,7 +160,7 @@ def specimen_object(specimen: Specimen, *, item: Item | None, links: Links) -> d
             ],
         }
     ]
-    if images:
+    if with_manifest:
         subject_of.append(
             {
                 "type": "LinguisticObject",
@@ -152,12 +176,13 @@ def specimen_object(specimen: Specimen, *, item: Item | None, links: Links) -> d
                 ],
             }
         )
-    record["subject_of"] = subject_of
-    if specimen.holding_collection:
-        owner: dict[str, Any] = {"type": "Group", "_label": specimen.holding_collection}
-        collection_uri = (specimen.attributes or {}).get("collection_uri")
-        if collection_uri:
-            owner["equivalent"] = [{"id": collection_uri, "type": "Group", "_label": specimen.holding_collection}]
-        record["current_owner"] = [owner]
-    record["member_of"] = [{"id": links.dataset(), "type": "Set", "_label": "The published collection"}]
-    return record
+    return subject_of
+
+
+def _owner(specimen: Specimen) -> dict[str, Any]:
+    """The holding collection as a group, matched to its URI where the record gives one."""
+    owner: dict[str, Any] = {"type": "Group", "_label": specimen.holding_collection}
+    collection_uri = (specimen.attributes or {}).get("collection_uri")
+    if collection_uri:
+        owner["equivalent"] = [{"id": collection_uri, "type": "Group", "_label": specimen.holding_collection}]
+    return owner

@@ -68,6 +68,18 @@ def _decimal(value: Decimal) -> Literal:
     return Literal(str(value.normalize()), datatype=XSD.decimal)
 
 
+def _integer(value: int) -> Literal:
+    return Literal(value, datatype=XSD.integer)
+
+
+# A specimen's measurements: its field, the Nomisma property and how the value is written.
+MEASUREMENTS = (
+    ("weight_g", NMO.hasWeight, _decimal),
+    ("diameter_mm", NMO.hasDiameter, _decimal),
+    ("die_axis", NMO.hasAxis, _integer),
+)
+
+
 def _concept(concept: Concept, links: Links) -> URIRef:
     """A term's Nomisma (or other) URI; our own concept page for a term that has none."""
     return URIRef(concept.uri) if concept.uri else URIRef(links.concept(concept.kind, concept.slug))
@@ -133,17 +145,22 @@ def add_specimen(graph: Graph, specimen: Specimen, *, item: Item | None, links: 
         graph.add((node, NMO.hasTypeSeriesItem, type_uri(item, links)))
         for uri in (item.attributes or {}).get("other_uris", []):
             graph.add((node, NMO.hasTypeSeriesItem, URIRef(uri)))
-    if specimen.weight_g is not None:
-        graph.add((node, NMO.hasWeight, _decimal(specimen.weight_g)))
-    if specimen.diameter_mm is not None:
-        graph.add((node, NMO.hasDiameter, _decimal(specimen.diameter_mm)))
-    if specimen.die_axis is not None:
-        graph.add((node, NMO.hasAxis, Literal(specimen.die_axis, datatype=XSD.integer)))
+    for field, prop, literal in MEASUREMENTS:
+        value = getattr(specimen, field)
+        if value is not None:
+            graph.add((node, prop, literal(value)))
     collection_uri = (specimen.attributes or {}).get("collection_uri")
     if collection_uri:
         graph.add((node, NMO.hasCollection, URIRef(collection_uri)))
     elif specimen.holding_collection:
         graph.add((node, DCTERMS.provenance, Literal(specimen.holding_collection)))  # a name without a URI
+    _add_depictions(graph, node, specimen, links)
+    graph.add((node, VOID.inDataset, URIRef(links.dataset())))
+    return node
+
+
+def _add_depictions(graph: Graph, node: URIRef, specimen: Specimen, links: Links) -> None:
+    """The manifest, and each side's first image (``foaf:depiction``, ``foaf:thumbnail``, its IIIF service)."""
     manifest = None
     images = [i for i in specimen.images.all() if i.side in (Side.OBVERSE, Side.REVERSE) and i.sort_order == 0]
     if any(has_service(image) for image in specimen.images.all()):
@@ -159,16 +176,18 @@ def add_specimen(graph: Graph, specimen: Specimen, *, item: Item | None, links: 
         if thumb and thumb != full:
             graph.add((face, FOAF.thumbnail, URIRef(thumb)))
         if has_service(image):
-            # Numishare's way of telling aggregators that a depiction is a IIIF image.
-            service = URIRef(links.image_service(image.pk))
-            graph.add((URIRef(full), RDF.type, EDM.WebResource))
-            graph.add((URIRef(full), SVCS.has_service, service))
-            graph.add((URIRef(full), DCTERMS.isReferencedBy, manifest))
-            graph.add((service, RDF.type, SVCS.Service))
-            graph.add((service, DCTERMS.conformsTo, URIRef("http://iiif.io/api/image")))
-            graph.add((service, DOAP.implements, URIRef("http://iiif.io/api/image/3/level0.json")))
-    graph.add((node, VOID.inDataset, URIRef(links.dataset())))
-    return node
+            _add_image_service(graph, image, URIRef(full), manifest, links)
+
+
+def _add_image_service(graph: Graph, image: SpecimenImage, full: URIRef, manifest: URIRef, links: Links) -> None:
+    """Numishare's way of telling aggregators that a depiction is a IIIF image."""
+    service = URIRef(links.image_service(image.pk))
+    graph.add((full, RDF.type, EDM.WebResource))
+    graph.add((full, SVCS.has_service, service))
+    graph.add((full, DCTERMS.isReferencedBy, manifest))
+    graph.add((service, RDF.type, SVCS.Service))
+    graph.add((service, DCTERMS.conformsTo, URIRef("http://iiif.io/api/image")))
+    graph.add((service, DOAP.implements, URIRef("http://iiif.io/api/image/3/level0.json")))
 
 
 def dataset_description(graph: Graph, *, links: Links, counts: dict[str, int] | None = None) -> URIRef:

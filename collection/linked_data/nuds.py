@@ -35,6 +35,10 @@ AUTHORITY_ROLES = {
     ConceptKind.STATE.value: ("corpname", "state"),
 }
 GEOGRAPHIC_ROLES = {ConceptKind.MINT.value: "productionPlace", ConceptKind.REGION.value: "region"}
+# The sides' texts, read from the specimen's attributes or the item's fields of these names.
+SIDE_TEXTS = ("obverse_legend", "obverse_description", "reverse_legend", "reverse_description")
+# physDesc's measurements, in the schema's order: element, Specimen field, unit.
+MEASUREMENTS = (("weight", "weight_g", "g"), ("diameter", "diameter_mm", "mm"))
 
 
 def _n(tag: str) -> str:
@@ -97,48 +101,61 @@ def _control(root: Element, record_id: str, source: Source | None, image_rights:
     _add(declaration, "namespace", "http://nomisma.org/ontology#")
 
 
-def _type_desc(
-    desc: Element, *, concepts: list[tuple[str, str, str]], item: Item | None, texts: dict[str, str]
-) -> None:
-    """typeDesc from (kind, label, uri) concepts, the item's dates and manufacture, and the sides' texts."""
-    type_desc = _add(desc, "typeDesc")
+def _terms(parent: Element, concepts: list[tuple[str, str, str]], kind: str, tag: str) -> None:
+    for _, label, uri in (c for c in concepts if c[0] == kind):
+        _linked(parent, tag, label, uri)
 
-    def terms(kind: str, tag: str) -> None:
-        for _, label, uri in (c for c in concepts if c[0] == kind):
-            _linked(type_desc, tag, label, uri)
 
-    # In the schema's order: objectType, date, denomination, manufacture, material, authority…
-    terms(ConceptKind.OBJECT_TYPE.value, "objectType")
-    if item is not None:
-        _date(type_desc, item.date_from, item.date_to)
-    terms(ConceptKind.DENOMINATION.value, "denomination")
-    if item is not None and (item.attributes or {}).get("manufacture"):
-        _add(type_desc, "manufacture", str(item.attributes["manufacture"]))
-    terms(ConceptKind.MATERIAL.value, "material")
+def _authority(type_desc: Element, concepts: list[tuple[str, str, str]]) -> None:
     people = [c for c in concepts if c[0] in AUTHORITY_ROLES]
     if people:
         authority = _add(type_desc, "authority")
         for kind, label, uri in people:
             tag, role = AUTHORITY_ROLES[kind]
             _linked(authority, tag, label, uri, **{ROLE: role})
+
+
+def _geographic(type_desc: Element, concepts: list[tuple[str, str, str]]) -> None:
     places = [c for c in concepts if c[0] in GEOGRAPHIC_ROLES]
     if places:
         geographic = _add(type_desc, "geographic")
         for kind, label, uri in places:
             _linked(geographic, "geogname", label, uri, **{ROLE: GEOGRAPHIC_ROLES[kind]})
-    portraits = [c for c in concepts if c[0] == ConceptKind.PORTRAIT]
-    for side in ("obverse", "reverse"):
-        legend, description = texts.get(f"{side}_legend", ""), texts.get(f"{side}_description", "")
-        side_portraits = portraits if side == "obverse" else []
-        if not (legend or description or side_portraits):
-            continue
-        element = _add(type_desc, side)
-        if legend:
-            _add(element, "legend", legend)
-        if description:
-            _add(_add(element, "type"), "description", description, **{XML_LANG: "en"})
-        for _, label, uri in side_portraits:
-            _linked(element, "persname", label, uri, **{ROLE: "portrait"})
+
+
+def _side(type_desc: Element, side: str, texts: dict[str, str], portraits: list[tuple[str, str, str]]) -> None:
+    """One side's legend, description and portraits; no element for a side with none of them."""
+    legend, description = texts.get(f"{side}_legend", ""), texts.get(f"{side}_description", "")
+    if not (legend or description or portraits):
+        return
+    element = _add(type_desc, side)
+    if legend:
+        _add(element, "legend", legend)
+    if description:
+        _add(_add(element, "type"), "description", description, **{XML_LANG: "en"})
+    for _, label, uri in portraits:
+        _linked(element, "persname", label, uri, **{ROLE: "portrait"})
+
+
+def _type_desc(
+    desc: Element, *, concepts: list[tuple[str, str, str]], item: Item | None, texts: dict[str, str]
+) -> None:
+    """typeDesc from (kind, label, uri) concepts, the item's dates and manufacture, and the sides' texts."""
+    type_desc = _add(desc, "typeDesc")
+    # In the schema's order: objectType, date, denomination, manufacture, material, authority…
+    _terms(type_desc, concepts, ConceptKind.OBJECT_TYPE.value, "objectType")
+    if item is not None:
+        _date(type_desc, item.date_from, item.date_to)
+    _terms(type_desc, concepts, ConceptKind.DENOMINATION.value, "denomination")
+    manufacture = (item.attributes or {}).get("manufacture") if item is not None else None
+    if manufacture:
+        _add(type_desc, "manufacture", str(manufacture))
+    _terms(type_desc, concepts, ConceptKind.MATERIAL.value, "material")
+    _authority(type_desc, concepts)
+    _geographic(type_desc, concepts)
+    # Portrait terms do not keep the side they came from (the importer reads both): the obverse gets them.
+    _side(type_desc, "obverse", texts, [c for c in concepts if c[0] == ConceptKind.PORTRAIT])
+    _side(type_desc, "reverse", texts, [])
 
 
 def _subjects(desc: Element, concepts: list[tuple[str, str, str]]) -> None:
@@ -181,41 +198,50 @@ def specimen_nuds(specimen: Specimen, *, item: Item | None, links: Links, privat
         for note in notes:
             _add(note_set, "description", str(note), **{XML_LANG: "en"})
     # The specimen's own readings where it has them (the importer keeps them), else the type's.
-    texts = {
-        key: attributes.get(key) or (getattr(item, key) if item is not None else "")
-        for key in ("obverse_legend", "obverse_description", "reverse_legend", "reverse_description")
-    }
+    texts = {key: attributes.get(key) or (getattr(item, key) if item is not None else "") for key in SIDE_TEXTS}
     _type_desc(desc, concepts=concepts, item=item, texts=texts)
-
-    phys = _add(desc, "physDesc")
-    if specimen.die_axis is not None:
-        _add(phys, "axis", str(specimen.die_axis))
-    if specimen.weight_g is not None or specimen.diameter_mm is not None:
-        measurements = _add(phys, "measurementsSet")
-        if specimen.weight_g is not None:
-            _add(measurements, "weight", str(specimen.weight_g.normalize()), units="g")
-        if specimen.diameter_mm is not None:
-            _add(measurements, "diameter", str(specimen.diameter_mm.normalize()), units="mm")
-    if attributes.get("series"):
-        _add(phys, "series", str(attributes["series"]))
+    _phys_desc(desc, specimen, attributes)
     if private and specimen.findspot:
         findspot = _add(_add(desc, "findspotDesc"), "findspot")
         _add(_add(findspot, "fallsWithin"), "geogname", specimen.findspot)
+    _ref_desc(desc, item, attributes.get("citations") or [])
+    _admin_desc(desc, specimen, attributes, private=private)
+    _dig_rep(root, specimen, links)
+    return _bytes(root)
 
+
+def _phys_desc(desc: Element, specimen: Specimen, attributes: dict) -> None:
+    phys = _add(desc, "physDesc")
+    if specimen.die_axis is not None:
+        _add(phys, "axis", str(specimen.die_axis))
+    measured = [(tag, getattr(specimen, field), unit) for tag, field, unit in MEASUREMENTS]
+    measured = [(tag, value, unit) for tag, value, unit in measured if value is not None]
+    if measured:
+        measurements = _add(phys, "measurementsSet")
+        for tag, value, unit in measured:
+            _add(measurements, tag, str(value.normalize()), units=unit)
+    if attributes.get("series"):
+        _add(phys, "series", str(attributes["series"]))
+
+
+def _ref_desc(desc: Element, item: Item | None, citations: list) -> None:
+    """The type's URIs as linked references; plain citations, the type's reference first where it has no URI."""
     references = []
     if item is not None and item.uri:
         references.append((item.reference, item.uri, "nmo:hasTypeSeriesItem"))
         references += [("", uri, "nmo:hasTypeSeriesItem") for uri in (item.attributes or {}).get("other_uris", [])]
-    citations = attributes.get("citations") or []
     if item is not None and not item.uri and item.reference and item.reference not in citations:
         citations = [item.reference, *citations]
-    if references or citations:
-        ref_desc = _add(desc, "refDesc")
-        for text, uri, arcrole in references:
-            _linked(ref_desc, "reference", text, uri, **{f"{{{XLINK}}}arcrole": arcrole})
-        for citation in citations:
-            _add(ref_desc, "reference", str(citation))
+    if not (references or citations):
+        return
+    ref_desc = _add(desc, "refDesc")
+    for text, uri, arcrole in references:
+        _linked(ref_desc, "reference", text, uri, **{f"{{{XLINK}}}arcrole": arcrole})
+    for citation in citations:
+        _add(ref_desc, "reference", str(citation))
 
+
+def _admin_desc(desc: Element, specimen: Specimen, attributes: dict, *, private: bool) -> None:
     admin = _add(desc, "adminDesc")
     _add(admin, "identifier", specimen.record_id)
     for key in ("lot", "department"):
@@ -227,9 +253,6 @@ def specimen_nuds(specimen: Specimen, *, item: Item | None, links: Links, privat
         _add(_add(_add(admin, "provenance"), "chronList"), "chronItem", specimen.provenance)
     for acknowledgment in attributes.get("acknowledgments") or []:
         _add(admin, "acknowledgment", str(acknowledgment))
-
-    _dig_rep(root, specimen, links)
-    return _bytes(root)
 
 
 def _dig_rep(root: Element, specimen: Specimen, links: Links) -> None:
@@ -270,10 +293,7 @@ def item_nuds(item: Item, *, links: Links) -> bytes:
     _subjects(desc, concepts)
     if item.description:
         _add(_add(desc, "descriptionSet"), "description", item.description, **{XML_LANG: "en"})
-    texts = {
-        key: getattr(item, key)
-        for key in ("obverse_legend", "obverse_description", "reverse_legend", "reverse_description")
-    }
+    texts = {key: getattr(item, key) for key in SIDE_TEXTS}
     _type_desc(desc, concepts=concepts, item=item, texts=texts)
     if item.uri or item.reference:
         _linked(_add(desc, "refDesc"), "reference", item.reference, item.uri)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from django.urls import reverse
+from pathlib import Path
 
-from collection.models import Item, ItemStatus, Side
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from collection.models import Item, ItemStatus, Side, SpecimenImage
 from collection.roles import ensure_role_groups
 from tests.factories import make_concept, make_image, make_item, make_source, make_specimen
+from tests.samples import jpeg_with_gps
 
 
 @pytest.fixture
@@ -110,6 +115,61 @@ class TestSpecimenImageAdmin:
         assert rows["image"].sha256 in html
         assert "Not indexed yet" in html
         assert "vector" not in form.fields
+
+
+def _has_no_metadata(path: str) -> bool:
+    data = Path(path).read_bytes()
+    with Image.open(path) as image:
+        return b"Exif" not in data and b"PhoneMaker" not in data and not image.getexif() and "exif" not in image.info
+
+
+@pytest.mark.django_db
+class TestPhotosUploadedInTheAdmin:
+    """A photo a curator uploads in the admin is published: it is stored re-encoded, without EXIF or GPS."""
+
+    def _form(self, rows, **fields) -> dict:
+        return {"specimen": rows["specimen"].pk, "side": Side.REVERSE, "sort_order": "0", "remote_url": "", **fields}
+
+    def test_a_photo_added_on_its_own_page_loses_its_exif(self, curator_client, rows):
+        photo = SimpleUploadedFile("phone.jpg", jpeg_with_gps(), content_type="image/jpeg")
+        response = curator_client.post(reverse("admin:collection_specimenimage_add"), self._form(rows, image=photo))
+        assert response.status_code == 302, response.content.decode()[:2000]
+        assert _has_no_metadata(SpecimenImage.objects.get(side=Side.REVERSE).image.path)
+
+    def test_a_photo_added_in_the_specimens_inline_loses_its_exif(self, curator_client, rows):
+        specimen, image = rows["specimen"], rows["image"]
+        data = {
+            "record_id": specimen.record_id,
+            "item": specimen.item_id,
+            "title": specimen.title,
+            "is_public": "on",
+            "attributes": "{}",
+            "images-TOTAL_FORMS": "2",
+            "images-INITIAL_FORMS": "1",
+            "images-MIN_NUM_FORMS": "0",
+            "images-MAX_NUM_FORMS": "1000",
+            "images-0-id": image.pk,
+            "images-0-specimen": specimen.pk,
+            "images-0-side": image.side,
+            "images-0-sort_order": "0",
+            "images-1-specimen": specimen.pk,
+            "images-1-side": Side.REVERSE,
+            "images-1-sort_order": "0",
+            "images-1-image": SimpleUploadedFile("phone.jpg", jpeg_with_gps(), content_type="image/jpeg"),
+        }
+        response = curator_client.post(reverse("admin:collection_specimen_change", args=[specimen.pk]), data)
+        assert response.status_code == 302, response.content.decode()[:3000]
+        assert _has_no_metadata(SpecimenImage.objects.get(side=Side.REVERSE).image.path)
+
+    def test_a_file_that_is_no_photo_is_refused_with_the_reason(self, curator_client, rows):
+        junk = SimpleUploadedFile("scan.jpg", b"%PDF-1.4 not a photo", content_type="image/jpeg")
+        response = curator_client.post(reverse("admin:collection_specimenimage_add"), self._form(rows, image=junk))
+        assert response.status_code == 200 and not SpecimenImage.objects.filter(side=Side.REVERSE).exists()
+
+    def test_derived_files_cannot_be_uploaded_by_hand(self, curator_client, rows):
+        response = curator_client.get(reverse("admin:collection_specimenimage_change", args=[rows["image"].pk]))
+        form = response.context["adminform"].form
+        assert "cutout" not in form.fields and "thumbnail" not in form.fields
 
 
 @pytest.mark.django_db

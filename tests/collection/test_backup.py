@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django_q.models import Schedule
 
 from collection import backup
 from collection.models import ImageEmbedding, Item, Side, SpecimenImage
@@ -184,6 +186,80 @@ class TestRestore:
         (tmp_path / "b").mkdir()
         with pytest.raises(CommandError, match="manifest"):
             call_command("restore", str(tmp_path / "b"))
+
+
+@COMMITTED
+class TestRestoreOnALiveInstall:
+    def test_it_refuses_while_another_session_uses_the_database_and_names_it(self, tmp_path, test_database_url):
+        _populate()
+        before = _state()
+        call_command("backup", str(tmp_path / "b"))
+        make_item(title="Added after the backup")
+        refused = pytest.raises(CommandError, match=r"1 other session\(s\).*obverse qcluster.*Stop the web server")
+        with psycopg.connect(test_database_url, application_name="obverse qcluster"), refused:  # the worker, say
+            call_command("restore", str(tmp_path / "b"), "--yes")
+        assert Item.objects.filter(title="Added after the backup").exists()  # nothing was changed
+        call_command("restore", str(tmp_path / "b"), "--yes")  # once it is stopped
+        assert _state() == before
+
+    def test_it_refuses_while_a_worker_runs_even_without_a_database_session(self, tmp_path, monkeypatch):
+        from django_q.status import Stat
+
+        _populate()
+        call_command("backup", str(tmp_path / "b"))
+        make_item(title="Added after the backup")
+        heartbeat = Stat.__new__(Stat)  # as a running cluster's sentinel writes it every second
+        heartbeat.cluster_id, heartbeat.host, heartbeat.sentinel, heartbeat.status = "c0ffee", "worker-1", 4242, "Idle"
+        monkeypatch.setattr(Stat, "get_all", staticmethod(lambda broker=None: [heartbeat]))
+        with pytest.raises(CommandError, match="django-q2 cluster c0ffee on worker-1"):
+            call_command("restore", str(tmp_path / "b"), "--yes")
+        assert Item.objects.filter(title="Added after the backup").exists()
+
+    def test_it_refuses_a_backup_of_a_newer_schema(self, tmp_path):
+        _populate()
+        call_command("backup", str(tmp_path / "b"))
+        manifest_path = tmp_path / "b" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["database"]["migrations"]["identification"].append("9999_from_the_future")
+        manifest_path.write_text(json.dumps(manifest))
+        make_item(title="Added after the backup")
+        with pytest.raises(CommandError, match="newer version of Obverse"):
+            call_command("restore", str(tmp_path / "b"), "--yes")
+        assert Item.objects.filter(title="Added after the backup").exists()
+
+
+OLD_SCHEMA = ("identification", "0008_background_jobs")  # before submissions had decided_at
+
+
+@COMMITTED
+def test_a_backup_of_an_older_schema_is_restored_and_migrated(tmp_path, capsys):
+    """Back up a database at an older migration, move the code's database on, restore: it is migrated."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        call_command("migrate", *OLD_SCHEMA, verbosity=0)
+        old_apps = MigrationExecutor(connection).loader.project_state(OLD_SCHEMA).apps
+        OldSubmission = old_apps.get_model("identification", "Submission")
+        decided = OldSubmission.objects.create(status="resolved", requester_email="ada@example.org")
+        OldSubmission.objects.create(status="awaiting_review", requester_email="bob@example.org")
+        assert "0009_submission_decided_at" not in backup.applied_migrations()["identification"]
+        call_command("backup", str(tmp_path / "b"))
+
+        call_command("migrate", verbosity=0)  # the upgraded code's database, then the loss
+        _wipe()
+        call_command("restore", str(tmp_path / "b"))
+
+        out = capsys.readouterr().out
+        migrated = out.partition("Migrated to this code's schema: ")[2]
+        assert "identification.0009_submission_decided_at" in migrated
+        assert "0009_submission_decided_at" in backup.applied_migrations()["identification"]
+        restored = Submission.objects.get(pk=decided.pk)  # read with today's model: the new columns exist
+        assert restored.decided_at == restored.updated_at  # the data migration ran on the restored rows
+        assert Submission.objects.get(requester_email="bob@example.org").decided_at is None
+        assert Schedule.objects.filter(name="obverse-apply-retention").exists()
+    finally:
+        call_command("migrate", verbosity=0)  # whatever happened, the next test gets today's schema
 
 
 class TestPgTool:

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from collection.importers.nuds import import_nuds_paths
 from collection.models import Specimen
-from tests.collection.test_importers_nuds import copy_records
+from tests.samples import copy_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"

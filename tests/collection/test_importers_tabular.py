@@ -195,17 +195,22 @@ class TestIndexImportedImages:
         from django_q import tasks as q_tasks
 
         from collection.importers.base import ImportResult, index_imported_images
+        from identification.models import IndexChunk
 
         queued = []
-        monkeypatch.setattr(q_tasks, "async_task", lambda name, ids: queued.append((name, ids)))
+        monkeypatch.setattr(q_tasks, "async_task", lambda name, chunk, **kwargs: queued.append((name, chunk, kwargs)))
         settings.OBVERSE_INDEX_ON_IMPORT = True
+        settings.OBVERSE_INDEX_CHUNK = 50
         result = ImportResult(image_ids=list(range(1, 61)))
         from django.test import TestCase
 
         with TestCase.captureOnCommitCallbacks(execute=True):
             assert index_imported_images(result) == 60
-        assert [len(ids) for _, ids in queued] == [50, 10]
-        assert queued[0][0] == "identification.tasks.index_catalogue_images"
+        chunks = [IndexChunk.objects.get(pk=chunk) for _, chunk, _ in queued]
+        assert [len(chunk.image_ids) for chunk in chunks] == [50, 10] and chunks[0].job.total == 60
+        assert {(name, kwargs["cluster"]) for name, _, kwargs in queued} == {
+            ("identification.tasks.index_chunk", "bulk")
+        }
 
     def test_nothing_is_queued_when_indexing_on_import_is_off(self, settings):
         from collection.importers.base import ImportResult, index_imported_images

@@ -19,8 +19,9 @@ from PIL import Image
 from collection import services
 from collection.importers.nuds import import_nuds_paths
 from collection.models import Item, Specimen, SpecimenImage
-from tests.collection.test_importers_nuds import SMALL, copy_records
 from tests.factories import make_image, make_item, make_specimen
+from tests.samples import ANS_SMALL as SMALL
+from tests.samples import copy_records
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from django.core.management import call_command
 from collection.importers.base import RecordError
 from collection.importers.nuds import import_nuds_paths, nuds_parse
 from collection.models import Concept, Item, ItemStatus, Source, Specimen, SpecimenImage
-from tests.collection.test_importers_nuds import SUBSET, copy_records
 from tests.factories import make_concept, make_item, make_source, make_specimen
+from tests.samples import ANS_SUBSET as SUBSET
+from tests.samples import copy_records
 
 
 def catalogue_rows() -> dict:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
@@ -136,6 +137,7 @@ def build_world(settings, tmp_path, *, volunteer: User, curator: User, admin_use
         "success": Task.objects.create(id="a" * 32, success=True, **task).pk,
         "failure": Task.objects.create(id="b" * 32, success=False, **{**task, "name": "f"}).pk,
         "ormq": OrmQ.objects.create(key="obverse", payload="x", lock=now).pk,
+        **_login_records(now),
         "source": source.pk,
         "concept": concept.pk,
         "item": item.pk,
@@ -155,6 +157,18 @@ def build_world(settings, tmp_path, *, volunteer: User, curator: User, admin_use
         example_key="example-01-demo1obv",
         objects=objects,
     )
+
+
+def _login_records(now) -> dict[str, int]:
+    """One row of each django-axes table (failed attempts, the access and failure logs), for their admin pages."""
+    seen = {"user_agent": "Canary Browser", "ip_address": "198.51.100.7", "username": "someone", "path_info": "/"}
+    return {
+        "accessattempt": AccessAttempt.objects.create(
+            attempt_time=now, get_data="", post_data="", failures_since_start=1, http_accept="*/*", **seen
+        ).pk,
+        "accesslog": AccessLog.objects.create(attempt_time=now, http_accept="*/*", **seen).pk,
+        "accessfailurelog": AccessFailureLog.objects.create(attempt_time=now, http_accept="*/*", **seen).pk,
+    }
 
 
 # --- The matrix -------------------------------------------------------------------------------
@@ -311,8 +325,8 @@ MATRIX: dict[str, Row] = {
     "admin/r/<path:content_type_id>/<path:object_id>/": Row(
         "/admin/r/{item_ct}/{item}/", get=staff(302), post=staff(302)
     ),
-    # Curators have no permission on django_q/auth models, so those apps do not exist for them.
-    "admin/^(?P<app_label>auth|authtoken|django_q|collection|identification)/$": Row(
+    # Curators have no permission on django_q/auth/axes models, so those apps do not exist for them.
+    "admin/^(?P<app_label>auth|authtoken|django_q|axes|collection|identification)/$": Row(
         "/admin/collection/", get=staff(200), post=staff(200)
     ),
     "admin/(?P<url>.*)$": Row("/admin/no-such-page/", get=staff(404), post=staff(404)),
@@ -329,6 +343,10 @@ ADMIN_MODELS = [
     ("django_q/success", "success", False, "view"),
     ("django_q/failure", "failure", False, "view"),
     ("django_q/ormq", "ormq", False, "no-add"),
+    # django-axes' records of failed logins (superusers unlock an address by deleting its attempts).
+    ("axes/accessattempt", "accessattempt", False, "view"),
+    ("axes/accesslog", "accesslog", False, "view"),
+    ("axes/accessfailurelog", "accessfailurelog", False, "view"),
     ("collection/source", "source", True, "all"),
     ("collection/concept", "concept", True, "all"),
     ("collection/item", "item", True, "all"),

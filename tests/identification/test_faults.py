@@ -140,6 +140,63 @@ class TestSubmissionCreateOnABrokenDisk:
         _nothing_stored(settings)
 
 
+@pytest.mark.django_db
+class TestTheWorkerOnAFullDisk:
+    """The worker cannot write a photo's derivatives: it says what is full, and the submission waits, uncounted."""
+
+    def test_it_names_what_is_full_and_keeps_the_submission_for_a_retry(
+        self, monkeypatch, settings, fake_pipeline, caplog, client, django_capture_on_commit_callbacks
+    ):
+        submission = _submit()
+        disk = BrokenDisk(monkeypatch)  # the photo is stored; now the media folder is full
+        for _ in range(settings.OBVERSE_PROCESSING_MAX_ATTEMPTS + 1):  # a full disk never uses up the attempts
+            assert services.submission_process(submission_id=submission.pk) is False
+        waiting = Submission.objects.get(pk=submission.pk)
+        assert (waiting.status, waiting.attempts) == (SubmissionStatus.RECEIVED, 0)
+        assert "ran out of disk space" in waiting.error
+        assert f"the disk of MEDIA_ROOT ({settings.MEDIA_ROOT}) is full" in caplog.text
+        assert disk.partial and not any(path.exists() for path in disk.partial)  # no half-written file left
+        assert uploads.private_uploads().exists(waiting.images.get().upload_path)  # the photo is kept
+        assert "ran out of disk space" in client.get(waiting.get_absolute_url()).content.decode()
+
+        # Room again: the sweep queues it after its delay, and it is processed as if nothing happened.
+        disk.room = 10**6
+        Submission.objects.filter(pk=submission.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+        queued = []
+        monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: queued.append(submission_id))
+        with django_capture_on_commit_callbacks(execute=True):
+            sweep.submission_sweep_stuck()
+        assert queued == [submission.pk]
+        assert services.submission_process(submission_id=submission.pk) is True
+        done = Submission.objects.get(pk=submission.pk)
+        assert (done.status, done.error) == (SubmissionStatus.AWAITING_REVIEW, "")
+
+    def test_a_full_database_disk_is_named_too(self, monkeypatch, fake_pipeline, caplog):
+        from psycopg import errors as pg_errors
+
+        submission = _submit()
+
+        def database_full(*args, **kwargs):
+            try:
+                raise pg_errors.DiskFull('could not extend file "base/16384/16385": No space left on device')
+            except pg_errors.DiskFull as exc:
+                raise OperationalError(str(exc)) from exc
+
+        monkeypatch.setattr(services, "_write_candidates", database_full)
+        assert services.submission_process(submission_id=submission.pk) is False
+        assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RECEIVED
+        assert "the database server's disk is full" in caplog.text
+
+    def test_other_errors_still_count_and_fail_in_the_end(self, monkeypatch, settings, fake_pipeline):
+        submission = _submit()
+        fake_pipeline.fail_with = RuntimeError("model crashed")
+        for _ in range(settings.OBVERSE_PROCESSING_MAX_ATTEMPTS - 1):
+            with pytest.raises(RuntimeError):
+                services.submission_process(submission_id=submission.pk)
+        services.submission_process(submission_id=submission.pk)
+        assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.FAILED
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_enqueue_after_commit_keeps_the_submission_for_the_sweep(monkeypatch, settings):
     def lost(submission_id):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -409,3 +412,86 @@ class TestWebFormRateLimit:
             form = {"photo_1": _photo(), "photo_licence": "none"}
             assert client.post("/identify/", form, REMOTE_ADDR="192.0.2.5").status_code == 302
         assert Submission.objects.filter(submitted_by=volunteer).count() == 3
+
+
+# --- the limit under concurrent requests ---------------------------------------------------------
+
+CONCURRENT_CLIENTS = 8
+
+
+def _advisory_waiters() -> int:
+    """How many sessions of this test database wait for an advisory lock right now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrentRateLimit:
+    """Parallel anonymous requests from one address: exactly the limit get in, however they interleave.
+
+    Every request, once it has counted the recent submissions, waits until each other request has
+    counted too or is waiting for the lock the fix takes. Counting and then inserting (the bug) lets
+    all of them count the same rows and pass; counting under the lock lets exactly the limit through.
+    The wait reads PostgreSQL's lock table, so the test needs no sleep to line the requests up.
+    """
+
+    def _burst(self, monkeypatch, *, email_for, ip_for) -> list[int]:
+        monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: None)  # no processing
+        counted_so_far: list[bool] = []
+        lock = threading.Lock()
+        real = uploads._rate_limited
+
+        def counted_then_wait(**kwargs) -> bool:
+            limited = real(**kwargs)
+            with lock:
+                counted_so_far.append(limited)
+            deadline = time.monotonic() + 30
+            while len(counted_so_far) + _advisory_waiters() < CONCURRENT_CLIENTS and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return limited
+
+        monkeypatch.setattr(uploads, "_rate_limited", counted_then_wait)
+        statuses: list[int | None] = [None] * CONCURRENT_CLIENTS
+        start = threading.Barrier(CONCURRENT_CLIENTS)
+
+        def post(index: int) -> None:
+            try:
+                start.wait(timeout=30)
+                payload = {"requester_name": "Ada", "requester_email": email_for(index), "images": [_photo(index)]}
+                client = APIClient(REMOTE_ADDR=ip_for(index))
+                statuses[index] = client.post(API_URL, payload, format="multipart").status_code
+            finally:
+                connection.close()  # each thread's own connection
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(CONCURRENT_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a request hung"
+        assert len(counted_so_far) == CONCURRENT_CLIENTS  # every request really reached the count
+        return statuses
+
+    def test_parallel_requests_from_one_address_pass_only_up_to_the_limit(self, monkeypatch, settings):
+        settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR = 3
+        statuses = self._burst(
+            monkeypatch, email_for=lambda i: f"person{i}@example.org", ip_for=lambda i: "198.51.100.20"
+        )
+        assert sorted(statuses) == [201] * 3 + [400] * (CONCURRENT_CLIENTS - 3), statuses
+        assert Submission.objects.count() == 3
+
+    def test_parallel_requests_with_one_email_from_many_addresses_pass_only_up_to_the_limit(
+        self, monkeypatch, settings
+    ):
+        settings.OBVERSE_ANON_SUBMISSIONS_PER_HOUR = 2
+        statuses = self._burst(
+            monkeypatch,
+            email_for=lambda i: f"ada+{i}@example.org" if i % 2 else "ADA@example.org",  # one person, two spellings
+            ip_for=lambda i: f"203.0.113.{10 + i}",
+        )
+        assert sorted(statuses) == [201] * 2 + [400] * (CONCURRENT_CLIENTS - 2), statuses
+        assert Submission.objects.count() == 2

@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from identification import services, tasks
-from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
+from identification.models import BackgroundJob, Candidate, Submission, SubmissionImage, SubmissionStatus
 from tests.factories import catalogue_image, make_item, pattern_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +48,16 @@ def test_process_submission_task_runs_the_service(fake_pipeline):
 
 
 @pytest.mark.django_db
-def test_index_catalogue_images_task_counts_indexed_images(fake_pipeline):
+def test_index_chunk_task_counts_indexed_images(fake_pipeline, django_capture_on_commit_callbacks):
+    from identification.models import IndexChunk
+
     image = catalogue_image(make_item(), seed=43, pipeline=fake_pipeline)
-    assert tasks.index_catalogue_images([image.pk, 999999]) == 1
+    job = BackgroundJob.objects.create(kind="index", total=2)
+    chunk = IndexChunk.objects.create(job=job, image_ids=[image.pk, 999999])
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker commits at once
+        assert tasks.index_chunk(chunk.pk) == 1
+    job.refresh_from_db()
+    assert (job.status, job.done, job.failed) == ("done", 1, 1)
 
 
 @pytest.mark.slow
@@ -109,7 +116,7 @@ def test_sweep_submissions_task_requeues_a_lost_submission(monkeypatch, django_c
     lost = _submit()
     Submission.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.sweep_submissions() == "requeued 1, failed 0"
+        assert tasks.sweep_submissions() == "requeued 1, failed 0; indexing chunks queued again 0"
     assert queued == [lost.pk]
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.sweep_submissions() == "requeued 0, failed 0"  # its clock restarted: not queued twice
+        assert tasks.sweep_submissions().startswith("requeued 0, failed 0")  # its clock restarted: not queued twice

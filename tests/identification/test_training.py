@@ -76,11 +76,17 @@ class TestModelsTrain:
         training.models_train(use_reviews=False, reindex=False)
         assert activated == ["v3"]
 
-    def test_training_is_queued_for_the_worker_after_commit(self, monkeypatch, django_capture_on_commit_callbacks):
+    def test_training_is_queued_for_the_bulk_cluster_after_commit(
+        self, monkeypatch, django_capture_on_commit_callbacks
+    ):
         from django_q import tasks as q_tasks
 
+        from identification import jobs
+
         queued = []
-        monkeypatch.setattr(q_tasks, "async_task", lambda name, **kwargs: queued.append(name))
+        monkeypatch.setattr(
+            q_tasks, "async_task", lambda name, *args, **kwargs: queued.append((name, kwargs["cluster"]))
+        )
         with django_capture_on_commit_callbacks(execute=True):
-            training.models_train_enqueue()
-        assert queued == ["identification.tasks.train_models"]
+            jobs.training_request()
+        assert queued == [("identification.tasks.train_models", "bulk")]

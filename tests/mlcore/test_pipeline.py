@@ -85,6 +85,20 @@ class TestCataloguePath:
         assert float(likeliest.embedding @ other.embedding) < 0.99
         assert pipeline.process(photo, choose=7, **kwargs).chosen == 0  # no such object: the likeliest
 
+    def test_catalogue_photos_in_a_batch_get_what_each_gets_alone_and_a_bad_one_its_reason(
+        self, pretrained_dir, ans_dir
+    ):
+        from mlcore.dataset import load_ans_layout
+
+        paths = [path for record in load_ans_layout(ans_dir, limit=2) for path in record.images.values()][:3]
+        pipeline = Pipeline(pretrained_dir)
+        cuts = pipeline.process_catalogue([path.read_bytes() for path in paths] + [b"not a photo"])
+        assert [bool(cut.error) for cut in cuts] == [False, False, False, True]
+        for path, cut in zip(paths, cuts, strict=False):
+            alone = pipeline.process(path.read_bytes(), known_side="obverse", assume_upright=True)
+            assert np.allclose(cut.embedding, alone.embedding, atol=1e-5)
+            assert cut.cutout.size == alone.cutout.size and cut.cutout.mode == "RGBA"
+
     def test_the_same_photo_gives_the_same_embedding_from_bytes_path_or_image(self, pretrained_dir, photo):
         pipeline = Pipeline(pretrained_dir)
         kwargs = {"known_side": "reverse", "assume_upright": True}
@@ -147,7 +161,9 @@ class TestCataloguePath:
         assert query.turns.bonus.tolist() == again.bonus.tolist()
         catalogue = pipeline.process(photo.read_bytes(), known_side="obverse", assume_upright=True)
         assert catalogue.turns is None
-        assert np.array_equal(catalogue.embedding, query.embedding)
+        # The same coin: the catalogue photo is cut out by colour (a studio photo), the query by the model,
+        # so their edges differ by a pixel or two, not their picture.
+        assert float(catalogue.embedding @ query.embedding) > 0.98
 
     def test_the_side_is_read_on_the_upright_cut_out_or_over_the_turns_without_an_estimate(self, pretrained_dir, photo):
         from mlcore.orientation import BINS, OrientationEstimator

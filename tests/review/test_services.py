@@ -374,7 +374,7 @@ class TestProposalApprove:
 
     def test_it_queues_the_new_images_for_indexing(self, volunteer, volunteer2, curator, monkeypatch):
         indexed: list[int] = []
-        monkeypatch.setattr(rs, "catalogue_index_enqueue", lambda *, image_ids: indexed.extend(image_ids))
+        monkeypatch.setattr(rs, "index_job_start", lambda *, image_ids: indexed.extend(image_ids))
         _, _, proposal = self._proposed(volunteer, volunteer2, two_photos=True)
         specimen = rs.proposal_approve(proposal_id=proposal.pk, user=curator)
         assert sorted(indexed) == sorted(specimen.images.values_list("pk", flat=True))
@@ -393,6 +393,57 @@ class TestProposalApprove:
         assert Specimen.objects.count() == 0 and SpecimenImage.objects.count() == 0
         assert Proposal.objects.get().status == ProposalStatus.PENDING
         assert status_of(submission) == SubmissionStatus.PROPOSED
+
+
+class TestSeparationOfDuties:
+    """Who reviewed a submission may not approve its proposal; another curator may (unless a museum of one)."""
+
+    def _proposed_with(self, curator, volunteer):
+        item = make_item()
+        submission = make_submission([item])
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, curator, item=item)  # the curator casts the second volunteer review
+        return submission, Proposal.objects.get(submission=submission)
+
+    def test_the_curator_who_cast_a_review_cannot_approve_and_nothing_changes(self, volunteer, curator):
+        submission, proposal = self._proposed_with(curator, volunteer)
+        with pytest.raises(PermissionDenied, match="another curator must approve"):
+            rs.proposal_approve(proposal_id=proposal.pk, user=curator)
+        assert Specimen.objects.count() == 0
+        assert Proposal.objects.get().status == ProposalStatus.PENDING
+        assert status_of(submission) == SubmissionStatus.PROPOSED
+
+    def test_another_curator_can_approve(self, volunteer, curator):
+        _, proposal = self._proposed_with(curator, volunteer)
+        other = make_user("curator2", "curator")
+        assert rs.proposal_approve(proposal_id=proposal.pk, user=other).is_public
+
+    def test_an_expert_who_decided_alone_cannot_approve_their_own_decision(self, volunteer, volunteer2, curator):
+        first, second = make_item(), make_item()
+        submission = make_submission([first, second])
+        claim_and_review(submission, volunteer, item=first)
+        claim_and_review(submission, volunteer2, item=second)
+        claim_and_review(submission, curator, item=second)
+        with pytest.raises(PermissionDenied):
+            rs.proposal_approve(proposal_id=Proposal.objects.get().pk, user=curator)
+
+    def test_a_review_in_an_earlier_round_counts_too(self, volunteer, volunteer2, curator):
+        item = make_item()
+        submission = make_submission([item])
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, curator, item=item)
+        rs.proposal_reject(proposal_id=Proposal.objects.get().pk, user=make_user("curator2", "curator"), reason="No.")
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, volunteer2, item=item)
+        pending = Proposal.objects.get(status=ProposalStatus.PENDING)
+        assert curator not in [review.reviewer for review in pending.reviews.all()]
+        with pytest.raises(PermissionDenied):
+            rs.proposal_approve(proposal_id=pending.pk, user=curator)
+
+    def test_a_museum_of_one_may_allow_it(self, settings, volunteer, curator):
+        settings.OBVERSE_ALLOW_SELF_APPROVAL = True
+        _, proposal = self._proposed_with(curator, volunteer)
+        assert rs.proposal_approve(proposal_id=proposal.pk, user=curator).is_public
 
 
 class TestProposalReject:

@@ -253,6 +253,22 @@ class TestProposalPages:
         assert "already approved by curator2" in response.content.decode()
         assert Specimen.objects.count() == 1
 
+    def test_a_curator_who_reviewed_sees_no_approve_button_and_a_forged_post_changes_nothing(
+        self, client, volunteer, curator
+    ):
+        item = make_item()
+        submission = make_submission([item])
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, curator, item=item)
+        proposal = Proposal.objects.get(submission=submission)
+        client.force_login(curator)
+        html = client.get(f"/review/proposals/{proposal.pk}/").content.decode()
+        assert "Approve and publish" not in html and "another curator must approve" in html
+        assert "Reject and send back" in html  # sending it back for more eyes is still theirs to do
+        response = client.post(f"/review/proposals/{proposal.pk}/approve/", follow=True)
+        assert "another curator must approve" in response.content.decode()
+        assert Specimen.objects.count() == 0
+
     def test_rejecting_needs_a_reason(self, client, volunteer, volunteer2, curator):
         _, _, proposal = proposed(volunteer, volunteer2)
         client.force_login(curator)
@@ -282,6 +298,22 @@ class TestDashboard:
         assert (stats["top1"], stats["top8"], stats["accepted_matches"]) == (1, 1, 1)
         assert stats["reviews_per_day"][-1]["count"] == 4
         assert "50%" in response.content.decode()
+
+    def test_the_dashboard_shows_the_catalogues_bulk_work_with_progress_and_time_left(self, client, curator):
+        from django.utils import timezone
+
+        from identification.models import BackgroundJob
+
+        BackgroundJob.objects.create(
+            kind="index", status="running", total=400, done=100, started_at=timezone.now() - timedelta(minutes=5)
+        )
+        BackgroundJob.objects.create(kind="index", status="done", total=10, done=10)  # finished: not shown
+        client.force_login(curator)
+        html = client.get("/review/dashboard/").content.decode()
+        assert "Indexing catalogue images" in html and '<progress max="400" value="100">' in html
+        assert "100 of 400" in html
+        assert "about 15 min" in html or "about 16 min" in html  # 100 in 5 minutes: 300 more take 15 (rounded up)
+        assert html.count("<progress") == 1
 
 
 class TestHistory:

@@ -191,7 +191,7 @@ class Command(base.Command):
             rank = submission.candidates.filter(item_id=item_id).values_list("rank", flat=True).first()
             ranks.append(rank)
             with (
-                mock.patch.object(review_services, "catalogue_index_enqueue", lambda **kwargs: None),
+                mock.patch.object(review_services, "index_job_start", lambda **kwargs: None),
                 mock.patch.object(review_services, "_notify", lambda *args, **kwargs: None),
             ):
                 for volunteer in volunteers:

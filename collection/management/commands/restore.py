@@ -7,14 +7,15 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from collection.backup import BackupError, backup_read, backup_restore, database_is_empty
+from collection.backup import BackupError, backup_read, backup_restore, database_is_empty, refuse_while_in_use
 
 
 class Command(BaseCommand):
     help = (
-        "Restore a backup: checks every checksum first, replaces the database (pg_restore --clean, one "
-        "transaction), the media folder and the private uploads, then verifies row counts and files. "
-        "Stop the web server and the worker first."
+        "Restore a backup: checks every checksum first, refuses while the web server, the worker or any other "
+        "client is connected to the database, replaces the database (pg_restore --clean, one transaction), the "
+        "media folder and the private uploads, verifies row counts and files, then migrates the database to "
+        "this code's schema."
     )
 
     def add_arguments(self, parser):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args, path: Path, yes: bool, **options):
         try:
             manifest = backup_read(path=path)
+            refuse_while_in_use()  # before asking anything: the site must be stopped first
             replace = yes
             if not yes and not database_is_empty():
                 replace = self._confirm(manifest)
@@ -31,10 +33,15 @@ class Command(BaseCommand):
         except BackupError as exc:
             raise CommandError(str(exc)) from exc
         files = ", ".join(f"{n} {name} files" for name, n in report.files.items())
+        migrated = (
+            f" Migrated to this code's schema: {', '.join(report.migrated)}."
+            if report.migrated
+            else " The schema was already this code's."
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Restored {report.rows} rows in {report.tables} tables and {files} from {path}; "
-                f"row counts and {report.verified_files} file checksums verified."
+                f"row counts and {report.verified_files} file checksums verified.{migrated}"
             )
         )
 

@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("collection", "0006_specimen_image_credit_category_labels"),
-        ("identification", "0007_submission_none_match_at"),
+        ("identification", "0009_submission_decided_at"),
     ]
 
     operations = [

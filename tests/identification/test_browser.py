@@ -66,17 +66,7 @@ def queued_tasks(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", False)
 
 
-@pytest.fixture
-def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
-    """A real `manage.py qcluster` in its own process group, on the test database and this test's media."""
-    env = {
-        **{key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-        "DATABASE_URL": test_database_url,
-        "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "worker.log"
+def _start_cluster(env: dict, log_path: Path) -> subprocess.Popen:
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", WORKER],
@@ -87,7 +77,10 @@ def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
             start_new_session=True,  # its own group, so stopping it also stops the workers it forked
         )
     process.log_path = log_path
-    yield process
+    return process
+
+
+def _stop_cluster(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)  # qcluster stops its sentinel and workers on SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -95,6 +88,25 @@ def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left (nothing, after a clean stop)
     process.wait()
+
+
+@pytest.fixture
+def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
+    """The worker as `make run` starts it, on the test database and this test's media: a real
+    `manage.py qcluster` for visitors' photos, and its `bulk` cluster (indexing, training) beside it,
+    each in its own process group. The photos' process is the one handed to the test."""
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+        "DATABASE_URL": test_database_url,
+        "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    photos = _start_cluster(env, tmp_path / "worker.log")
+    bulk = _start_cluster({**env, "Q_CLUSTER_NAME": "bulk"}, tmp_path / "bulk-worker.log")
+    yield photos
+    for process in (photos, bulk):
+        _stop_cluster(process)
 
 
 def _worker_log(worker) -> str:

@@ -284,6 +284,8 @@ def demo_types(*, n_types: int = DEFAULT_TYPES, seed: int = DEFAULT_SEED) -> lis
         span = reign_to - reign_from
         date_from = reign_from + int(rng.integers(0, max(1, span - 3)))
         date_to = min(reign_to, date_from + int(rng.integers(0, 6)))
+        # There is no year 0 (1 BC is followed by AD 1): a reign across it counts AD 1 instead.
+        date_from, date_to = (year or 1 for year in (date_from, date_to))
         portrait = _portrait(seed, ruler_index)
         bust = "neck" if portrait.female and index % 2 else BUSTS[int(rng.integers(len(BUSTS)))]
         if portrait.female and bust == "cuirassed":

@@ -19,6 +19,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen
 from collection.search import item_search
+from collection.sorting import natural
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
@@ -65,6 +66,23 @@ class ConceptSlugFilter(django_filters.MultipleChoiceFilter):
         return qs.filter(pk__in=through.values("item_id"))
 
 
+def dates_overlap(*, date_from: int | None = None, date_to: int | None = None, prefix: str = "") -> Q:
+    """Items whose date range overlaps [date_from, date_to] (either end open; a single year counts as both ends).
+
+    ``prefix`` reaches the item through a relation ("item__" from a catalogue image's embedding).
+    """
+    condition = Q()
+    if date_from is not None:  # the item's range ends in or after the requested start
+        condition &= Q(**{f"{prefix}date_to__gte": date_from}) | Q(
+            **{f"{prefix}date_to__isnull": True, f"{prefix}date_from__gte": date_from}
+        )
+    if date_to is not None:  # and starts in or before the requested end
+        condition &= Q(**{f"{prefix}date_from__lte": date_to}) | Q(
+            **{f"{prefix}date_from__isnull": True, f"{prefix}date_to__lte": date_to}
+        )
+    return condition
+
+
 class ItemFilterSet(django_filters.FilterSet):
     """Filters for catalogue items: full-text ``q``, type ``uri``, concepts per kind, date overlap, status, sort."""
 
@@ -98,13 +116,10 @@ class ItemFilterSet(django_filters.FilterSet):
         return item_search(queryset, text=value)
 
     def filter_date_from(self, queryset: QuerySet, name: str, value: int) -> QuerySet:
-        # Overlap: the item's range ends in or after the requested start (a single year counts as both ends).
-        year = int(value)
-        return queryset.filter(Q(date_to__gte=year) | Q(date_to__isnull=True, date_from__gte=year))
+        return queryset.filter(dates_overlap(date_from=int(value)))
 
     def filter_date_to(self, queryset: QuerySet, name: str, value: int) -> QuerySet:
-        year = int(value)
-        return queryset.filter(Q(date_from__lte=year) | Q(date_from__isnull=True, date_to__lte=year))
+        return queryset.filter(dates_overlap(date_to=int(value)))
 
     def filter_sort(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset  # applied in filter_queryset, which also knows the default
@@ -121,7 +136,7 @@ class ItemFilterSet(django_filters.FilterSet):
         if sort == "relevance" and not searching:
             sort = "reference"
         # Items without a reference sort after referenced ones rather than first.
-        reference = NullIf("reference", Value("")).asc(nulls_last=True)
+        reference = natural(NullIf("reference", Value(""))).asc(nulls_last=True)
         return {
             "relevance": ["-rank", reference, "pk"],
             "reference": [reference, "title", "pk"],

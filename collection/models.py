@@ -122,6 +122,16 @@ class Concept(models.Model):
     def make_slug(label: str) -> str:
         return slugify(label, allow_unicode=False)[:255] or "unnamed"
 
+    @staticmethod
+    def clean_label(label: str) -> str:
+        """A label as pages show it: spaces collapsed, and a hierarchy written "Roman › Imperial".
+
+        The ANS writes its categories as paths with double hyphens ("Roman--Imperial--Antonines");
+        the slug stays the same ("roman-imperial-antonines"), so a re-import finds the concept again.
+        """
+        label = " ".join((label or "").split())
+        return " › ".join(part.strip() for part in label.split("--")) if "--" in label else label
+
 
 class ItemStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
@@ -177,6 +187,31 @@ class Item(models.Model):
     def date_display(self) -> str:
         return format_date_range(self.date_from, self.date_to)
 
+    @property
+    def date_note(self) -> str:
+        """The date for a line under the title: empty when the title already says it ("…, Rome, 337–340")."""
+        date = self.date_display
+        return "" if not date or date in self.title else date
+
+
+class ImageLicence(models.TextChoices):
+    """The licences a contributor may choose for their photos of a specimen, or not to publish them.
+
+    The label is what ``Specimen.image_rights`` records and pages show; IIIF maps it to its URI
+    (``collection.linked_data.iiif.RIGHTS_URIS``).
+    """
+
+    CC_BY = "cc-by-4.0", "CC BY 4.0"
+    CC0 = "cc0-1.0", "CC0 1.0"
+    NONE = "none", "Do not publish"
+
+    @property
+    def url(self) -> str:
+        return {
+            ImageLicence.CC_BY: "https://creativecommons.org/licenses/by/4.0/",
+            ImageLicence.CC0: "https://creativecommons.org/publicdomain/zero/1.0/",
+        }.get(self, "")
+
 
 class Specimen(models.Model):
     """One physical object (a coin in a tray), optionally attributed to a catalogue Item.
@@ -195,6 +230,9 @@ class Specimen(models.Model):
     provenance = models.TextField(blank=True)
     findspot = models.TextField(blank=True, help_text="Private: never shown on public pages or the public API.")
     image_rights = models.CharField(max_length=255, blank=True)
+    image_credit = models.CharField(
+        max_length=200, blank=True, help_text="Who made the images, as they asked to be credited (a contributor)."
+    )
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.PROTECT, related_name="specimens")
     source_url = models.URLField(max_length=500, blank=True, help_text="This record's page at its source.")
     attributes = models.JSONField(default=dict, blank=True)

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
-from django.db.models import F, FloatField, Q, QuerySet, Value
+from django.db.models import CharField, F, FloatField, Func, Q, QuerySet, Value
+from django.db.models.functions import Upper
 
 from collection.models import Item
 
@@ -78,3 +79,39 @@ def item_search(qs: QuerySet[Item], *, text: str) -> QuerySet[Item]:
     for term in terms:
         substring &= Q(search_text__contains=term)
     return qs.filter(Q(search_vector=query) | substring).annotate(rank=SearchRank(F("search_vector"), query))
+
+
+# Legends as numismatists read them: letters only, U written V and J written I (VIRTUS is VIRTVS).
+_NOT_A_LETTER = re.compile(r"[^A-Z]+")
+_ROMAN_LETTERS = str.maketrans("UJ", "VI")
+
+
+def legend_letters(text: str) -> str:
+    """The letters of a legend, upper case, U as V and J as I: 'Virtus Exercitus' → 'VIRTVSEXERCITVS'."""
+    return _NOT_A_LETTER.sub("", (text or "").upper()).translate(_ROMAN_LETTERS)
+
+
+def legend_pattern(hint: str) -> str:
+    """What a visitor can read of a legend, as a regular expression over ``legend_letters``.
+
+    The letters they typed, in order, with anything between the fragments they separated (by spaces,
+    dots or "…", for the parts they cannot read): "…VIRTVS…" → "VIRTVS", "imp … aug" → "IMP.*AVG".
+    "" when the hint has no letters. Letters outside A–Z (Greek legends) are not matched.
+    """
+    fragments = [legend_letters(part) for part in re.split(r"[^A-Za-z]+", hint or "")]
+    return ".*".join(fragment for fragment in fragments if fragment)
+
+
+def _letters_of(field: str) -> Func:
+    """``legend_letters`` of a column, computed by PostgreSQL."""
+    letters = Upper(Func(F(field), Value("[^A-Za-z]+"), Value(""), Value("g"), function="regexp_replace"))
+    return Func(letters, Value("UJ"), Value("VI"), function="translate", output_field=CharField())
+
+
+def item_legend_match(qs: QuerySet[Item], *, hint: str) -> QuerySet[Item]:
+    """Items whose obverse or reverse legend holds what the hint reads (``legend_pattern``); all if it reads nothing."""
+    pattern = legend_pattern(hint)
+    if not pattern:
+        return qs
+    qs = qs.annotate(obverse_letters=_letters_of("obverse_legend"), reverse_letters=_letters_of("reverse_legend"))
+    return qs.filter(Q(obverse_letters__regex=pattern) | Q(reverse_letters__regex=pattern))

@@ -17,6 +17,7 @@ from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet
 from collection.filtersets import FACET_KINDS, ItemFilterSet
 from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen, SpecimenImage
 from collection.roles import is_curator
+from collection.sorting import natural
 
 
 def item_queryset(*, user=None) -> QuerySet[Item]:
@@ -42,7 +43,7 @@ def public_specimens_prefetch(to_attr: str = "public_specimens") -> Prefetch:
         Specimen.objects.filter(is_public=True)
         .select_related("source")
         .prefetch_related(Prefetch("images", queryset=images))
-        .order_by("record_id")
+        .order_by(natural("record_id"), "pk")
     )
     return Prefetch("specimens", queryset=specimens, to_attr=to_attr)
 
@@ -102,7 +103,7 @@ def item_facets(*, data: Mapping, queryset: QuerySet[Item], kinds: Iterable[str]
             through.filter(item_id__in=items, concept__kind__in=group_kinds)
             .values("concept__kind", "concept__slug", "concept__label", "concept__uri")
             .annotate(count=Count("item_id"))
-            .order_by("concept__kind", "-count", "concept__label")
+            .order_by("concept__kind", "-count", natural("concept__label"))
         )
         for row in rows:
             kind = row["concept__kind"]
@@ -211,4 +212,6 @@ def recent_items(*, limit: int = 8) -> list[Item]:
 
 def concept_items(*, concept: Concept, user=None) -> QuerySet[Item]:
     """Items of one concept visible to the user, ready for cards."""
-    return item_with_related(item_queryset(user=user).filter(concepts=concept)).order_by("reference", "title", "pk")
+    return item_with_related(item_queryset(user=user).filter(concepts=concept)).order_by(
+        natural("reference"), "title", "pk"
+    )

@@ -127,7 +127,7 @@ def concept_get_or_create(*, kind: str, label: str, uri: str = "") -> Concept:
     """
     if not _KIND_RE.match(kind):
         raise ValueError(f"Concept kind {kind!r} must be lower-case letters, digits and underscores.")
-    label = " ".join((label or "").split())[:255]
+    label = Concept.clean_label(label)[:255]
     uri = (uri or "").strip()
     if not label and not uri:
         raise ValueError(f"A {kind} concept needs a label or a URI.")

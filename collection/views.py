@@ -143,7 +143,11 @@ def specimen_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "specimen": specimen,
         "item": item if item_visible else None,
         "images": images,
-        "source": specimen.source or (item.source if item_visible else None),
+        # The specimen's own source credits its record and photos; without one (a contributor's
+        # specimen), the type's source is credited for the type's description only.
+        "source": specimen.source,
+        "type_source": item.source if item_visible and specimen.source is None else None,
+        "image_rights_url": iiif.rights_uri(specimen.image_rights),
         "can_curate": is_curator(request.user),
         "has_manifest": any(iiif.has_service(image) for image in images),
     }

@@ -22,6 +22,17 @@ HOST = os.environ.get("OBVERSE_HOST", "127.0.0.1")
 PORT = os.environ.get("OBVERSE_PORT", "8000")
 
 
+def site_url(host: str, port: str) -> str:
+    """The address links in emails point to when OBVERSE_SITE_URL is unset: where this server listens.
+
+    A server listening on every interface (0.0.0.0, ::) is reached on this machine as 127.0.0.1;
+    a public site sets OBVERSE_SITE_URL to its real address.
+    """
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}"
+
+
 def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "manage.py", *args], check=check)
 
@@ -44,6 +55,8 @@ def main() -> int:
     if embedded:
         print(f"Starting embedded PostgreSQL in {embedded_db.pgdata_dir()} …", flush=True)
         embedded_db.start()
+    # The web server and the worker (which sends the emails) inherit it.
+    os.environ.setdefault("OBVERSE_SITE_URL", site_url(HOST, PORT))
     broker_process = _start_local_redis()
     manage("migrate", "--noinput")
     manage("load_demo")

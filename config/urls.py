@@ -3,11 +3,25 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.decorators.http import require_GET
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+from collection.context_processors import SITE_NAME
 from config.health import healthz
+
+# Django's auth views name the site after the request's host ("127.0.0.1:8000"); ours is Obverse.
+AUTH_CONTEXT = {"site_name": SITE_NAME}
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers ask for /favicon.ico whatever the page links: answer with the site's icon."""
+    return HttpResponsePermanentRedirect(static("img/obverse.svg"))
+
 
 urlpatterns = [
     path("", include("collection.urls")),
@@ -17,10 +31,11 @@ urlpatterns = [
     path("api/v1/", include("identification.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", auth_views.LoginView.as_view(extra_context=AUTH_CONTEXT), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(extra_context=AUTH_CONTEXT), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
 ]
 
 if settings.DEBUG:

@@ -1,4 +1,4 @@
-"""The catalogue as mlcore training data: CatalogueRecords built from the database."""
+"""The catalogue as mlcore sees it: CatalogueRecords built from the database, and items' designs per side."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.db.models import Prefetch
 
-from collection.models import Item, Specimen, SpecimenImage
-from mlcore.dataset import CatalogueRecord
+from collection.models import ConceptKind, Item, ItemStatus, Side, Specimen, SpecimenImage
+from mlcore.dataset import CatalogueRecord, design_key
 
 
 def catalogue_records(*, exclude_record_ids: set[str] = frozenset()) -> list[CatalogueRecord]:
@@ -53,3 +53,46 @@ def _labels(item: Item) -> dict[str, str]:
 
 def item_type_id(item: Item) -> str:
     return item.uri or f"item:{item.pk}"
+
+
+def item_authority(item: Item) -> str:
+    """The label of the item's ruler (its first authority concept by label; "" without one).
+
+    Reads ``item.key_concepts`` when a selector prefetched it, else the item's concepts.
+    """
+    concepts = getattr(item, "key_concepts", None)
+    if concepts is None:
+        concepts = item.concepts.all()
+    labels = sorted(concept.label for concept in concepts if concept.kind == ConceptKind.AUTHORITY)
+    return labels[0] if labels else ""
+
+
+def item_design(item: Item, side: str, *, authority: str | None = None) -> str:
+    """What one side of the item shows, as ``mlcore.dataset.design_key`` defines it (ruler, legend, description).
+
+    Two types with the same key on a side look the same there: a photo of that side alone cannot
+    tell them apart. "" when the catalogue does not describe the side.
+    """
+    if side == Side.OBVERSE:
+        legend, description = item.obverse_legend, item.obverse_description
+    elif side == Side.REVERSE:
+        legend, description = item.reverse_legend, item.reverse_description
+    else:
+        return ""
+    return design_key(item_authority(item) if authority is None else authority, legend, description)
+
+
+def items_sharing_design(item: Item, side: str) -> list[Item]:
+    """The published items (``item`` among them) that show the same design as ``item`` on ``side``.
+
+    Only items of the same ruler can share a design, so only those are read.
+    """
+    authority = item_authority(item)
+    key = item_design(item, side, authority=authority)
+    if not key or not authority:
+        return [item]
+    same_ruler = Item.objects.filter(
+        status=ItemStatus.PUBLISHED, concepts__kind=ConceptKind.AUTHORITY, concepts__label=authority
+    ).only("pk", "reference", "title", "obverse_legend", "obverse_description", "reverse_legend", "reverse_description")
+    found = [other for other in same_ruler.distinct() if item_design(other, side, authority=authority) == key]
+    return found if any(other.pk == item.pk for other in found) else [item, *found]

@@ -12,7 +12,7 @@ from django.db import models
 from django.urls import reverse
 from pgvector.django import VectorField
 
-from collection.models import EMBEDDING_DIMENSIONS, Item, SpecimenImage
+from collection.models import EMBEDDING_DIMENSIONS, ImageLicence, Item, SpecimenImage
 
 
 class SubmissionStatus(models.TextChoices):
@@ -65,6 +65,14 @@ class Submission(models.Model):
     requester_name = models.CharField(max_length=200, blank=True)
     requester_email = models.EmailField(blank=True)
     notes = models.TextField(blank=True)
+    # The contributor's consent: under which licence their photos may be published if curators accept
+    # them into the catalogue, and the name to credit. "none" (the default, for API clients that do not
+    # say) keeps the photos out of the public catalogue (review.services.proposal_approve).
+    photo_licence = models.CharField(max_length=20, choices=ImageLicence.choices, default=ImageLicence.NONE)
+    photo_credit = models.CharField(max_length=200, blank=True, help_text="The name to credit, when published.")
+    # A form's (or API client's) key for one sending: a second POST with it (Back, then send again)
+    # answers with the first submission instead of creating another.
+    idempotency_key = models.UUIDField(null=True, blank=True, unique=True, editable=False)
     filters = models.JSONField(default=dict, blank=True, help_text="Metadata filters the candidates were narrowed by.")
     none_match_at = models.DateTimeField(
         null=True, blank=True, help_text="When the sender said none of the candidates looks right (shown to reviewers)."
@@ -208,6 +216,11 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.rank}: {self.item_id}"
+
+    @property
+    def total(self) -> float:
+        """What ranked it: image similarity plus metadata agreement (``mlcore.retrieval.RankedItem.total``)."""
+        return self.score + self.agreement
 
 
 class JobKind(models.TextChoices):

@@ -17,27 +17,56 @@ from django.conf import settings
 from django.db import transaction
 from pgvector.django import CosineDistance
 
+from collection.filtersets import dates_overlap
 from collection.models import CANDIDATE_FILTER_KINDS, ImageEmbedding, Item, Side
+from collection.search import item_legend_match, legend_pattern
 from identification.models import Candidate, Submission, SubmissionImage
 from mlcore.retrieval import CANDIDATES, METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES, QueryPhoto, RankedItem, rank_items
 
 logger = logging.getLogger(__name__)
 
 
+# Everything a sender may narrow the candidates by, in the order the page and the API offer it.
+NARROWING_FIELDS: tuple[str, ...] = (*CANDIDATE_FILTER_KINDS, "date_from", "date_to", "legend")
+
+
+def filters_clean(filters: dict) -> dict:
+    """What a sender may narrow the candidates by, as stored on the submission: a concept slug per kind
+    (``CANDIDATE_FILTER_KINDS``), a date range (years, negative BC) and a legend hint (the letters they can read).
+
+    Unknown keys and blank values are dropped; years are whole numbers.
+    """
+    clean: dict = {kind: str(filters[kind]) for kind in CANDIDATE_FILTER_KINDS if filters.get(kind)}
+    for key in ("date_from", "date_to"):
+        if filters.get(key) not in (None, ""):
+            clean[key] = int(filters[key])
+    if legend_pattern(str(filters.get("legend") or "")):
+        clean["legend"] = " ".join(str(filters["legend"]).split())[:200]
+    return clean
+
+
 def nearest_images(
-    *, vector, side: str | None, model: tuple[str, str], filters: dict[str, str] | None = None, limit: int
+    *, vector, side: str | None, model: tuple[str, str], filters: dict | None = None, limit: int
 ) -> list[tuple[int, int, float]]:
     """[(image_id, item_id, cosine similarity)] nearest first, from pgvector's HNSW index.
 
-    Filters (side, metadata) are applied inside the index scan; pgvector 0.8's iterative scan
-    keeps reading the graph until enough rows pass them, so recall holds under selective filters.
+    Filters (side, metadata, dates, legend; ``filters_clean``) are applied inside the index scan;
+    pgvector 0.8's iterative scan keeps reading the graph until enough rows pass them, so recall
+    holds under selective filters.
     """
+    filters = filters_clean(filters or {})
     queryset = ImageEmbedding.objects.filter(model_name=model[0], model_version=model[1], item__isnull=False)
     if side:
         queryset = queryset.filter(side=side)
-    for kind, slug in (filters or {}).items():
-        if kind in CANDIDATE_FILTER_KINDS and slug:
-            queryset = queryset.filter(item__concepts__kind=kind, item__concepts__slug=slug)
+    for kind in CANDIDATE_FILTER_KINDS:
+        if kind in filters:
+            queryset = queryset.filter(item__concepts__kind=kind, item__concepts__slug=filters[kind])
+    if "date_from" in filters or "date_to" in filters:
+        queryset = queryset.filter(
+            dates_overlap(date_from=filters.get("date_from"), date_to=filters.get("date_to"), prefix="item__")
+        )
+    if "legend" in filters:
+        queryset = queryset.filter(item__in=item_legend_match(Item.objects.all(), hint=filters["legend"]).values("pk"))
     queryset = queryset.annotate(distance=CosineDistance("vector", vector)).order_by("distance")
     with transaction.atomic(), _hnsw_settings():
         rows = list(queryset.values_list("image_id", "item_id", "distance")[:limit])
@@ -90,12 +119,17 @@ def item_labels(item_ids: Sequence[int]) -> dict[int, dict[str, str]]:
 
 
 def metadata_predict(pipeline, *, vector, side: str | None, model: tuple[str, str]) -> dict:
-    """{field: {value, confidence}} for a photo: what its nearest catalogue images say (worker only)."""
+    """{field: {value, confidence, calibrated}} for a photo: what its nearest catalogue images say (worker only).
+
+    ``calibrated`` is false while no trained version calibrates the confidences (raw vote shares):
+    the result page does not show such a prediction as a fact (``identification.results``).
+    """
     neighbours = nearest_images(vector=vector, side=side, model=model, limit=METADATA_NEIGHBOURS)
     labels = item_labels([item_id for _, item_id, _ in neighbours])
     predictions = pipeline.predict_metadata([(labels[item_id], score) for _, item_id, score in neighbours])
+    calibrated = bool(pipeline.metadata_calibrated())
     return {
-        field: {"value": p.value, "confidence": round(float(p.confidence), 3)}
+        field: {"value": p.value, "confidence": round(float(p.confidence), 3), "calibrated": calibrated}
         for field, p in predictions.items()
         if p is not None and p.value
     }

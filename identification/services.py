@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -18,12 +19,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from collection.models import CANDIDATE_FILTER_KINDS, Side
+from collection.models import ImageLicence, Side
 from identification import pipeline_cache, search, uploads
 from identification.models import DeclaredSide, ProcessingStep, Submission, SubmissionImage, SubmissionStatus
 from identification.pipeline_cache import embedding_version
@@ -50,6 +51,14 @@ class StorageUnavailable(Exception):
         return cls("The server cannot store photos right now. Please try again later.", status=503)
 
 
+class AlreadySent(Exception):
+    """This sending was accepted before (same idempotency key, same sender): ``submission`` is the one it made."""
+
+    def __init__(self, submission: Submission) -> None:
+        super().__init__(f"already sent as submission {submission.pk}")
+        self.submission = submission
+
+
 # --- Accepting a submission -------------------------------------------------------------------
 
 
@@ -63,12 +72,20 @@ def submission_create(
     user=None,
     client_ip: str | None = None,
     contact_required: bool = True,
+    photo_licence: str = ImageLicence.NONE,
+    photo_credit: str = "",
+    idempotency_key: uuid.UUID | None = None,
 ) -> Submission:
     """Store a new submission and its raw photos, then enqueue processing once the rows are committed.
 
     Raises ValidationError with a {field: [reasons]} dict for bad input; nothing is stored then.
     ``contact_required=False`` is for the example-photo library, where a visitor only watches the process.
+    ``photo_licence`` and ``photo_credit`` are the sender's choice for publishing the photos (default:
+    not published). With an ``idempotency_key`` that the same sender has used already (the form sent
+    again after going Back, a client retrying), nothing new is stored: raises AlreadySent.
     """
+    if idempotency_key is not None:
+        _raise_if_sent(idempotency_key, user=user, client_ip=client_ip, requester_email=requester_email)
     errors = uploads.submission_validate(
         files=files,
         sides=sides,
@@ -76,7 +93,10 @@ def submission_create(
         requester_email=requester_email,
         user=user,
         contact_required=contact_required,
+        photo_licence=photo_licence,
     )
+    if len(photo_credit.strip()) > 200:
+        errors["photo_credit"] = ["At most 200 characters."]
     if errors:
         raise ValidationError(errors)
     storage = uploads.private_uploads()
@@ -88,6 +108,9 @@ def submission_create(
         requester_email=requester_email.strip(),
         notes=notes.strip(),
         client_ip=client_ip,
+        photo_licence=photo_licence,
+        photo_credit=photo_credit.strip() if photo_licence != ImageLicence.NONE else "",
+        idempotency_key=idempotency_key,
     )
     try:
         with transaction.atomic():
@@ -110,10 +133,36 @@ def submission_create(
         uploads.uploads_discard(storage, submission.pk)
         logger.error("cannot store uploads in %s: %s", storage.location, exc)
         raise StorageUnavailable.from_os_error(exc) from exc
+    except IntegrityError:
+        uploads.uploads_discard(storage, submission.pk)
+        if idempotency_key is not None:  # the same key sent twice at once: the other request stored it
+            _raise_if_sent(idempotency_key, user=user, client_ip=client_ip, requester_email=requester_email)
+        raise
     except Exception:
         uploads.uploads_discard(storage, submission.pk)  # no orphan files when the rows were rolled back
         raise
     return submission
+
+
+def _raise_if_sent(key: uuid.UUID, *, user, client_ip: str | None, requester_email: str) -> None:
+    """AlreadySent when this key made a submission of the same sender; a key of another sender is refused.
+
+    The form's key is a random UUID only its page knew, but an API client chooses its own: the
+    submission behind a key is never handed to someone else.
+    """
+    sent = Submission.objects.filter(idempotency_key=key).first()
+    if sent is None:
+        return
+    if user is not None and user.is_authenticated:
+        same = sent.submitted_by_id == user.pk
+    else:
+        same = sent.submitted_by_id is None and (
+            (client_ip is not None and sent.client_ip == client_ip)
+            or (bool(requester_email.strip()) and sent.requester_email.lower() == requester_email.strip().lower())
+        )
+    if not same:
+        raise ValidationError({"idempotency_key": ["This key was used for another submission; send a new one."]})
+    raise AlreadySent(sent)
 
 
 def submission_enqueue(*, submission_id) -> None:
@@ -370,8 +419,8 @@ def _write_candidates(submission: Submission, images: list[SubmissionImage], pip
 # --- The sender's actions on the result page ---------------------------------------------------
 
 
-def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submission:
-    """Narrow the candidates by metadata (e.g. only silver, only this ruler) and search again.
+def submission_recompute(*, submission_id, filters: dict) -> Submission:
+    """Narrow the candidates (only silver, this ruler, these years, a legend with VIRTVS) and search again.
 
     Runs in a web request and never loads a model: the photos are searched with the vectors the
     worker stored, in the index of the model version that made them. When that version is no
@@ -379,7 +428,7 @@ def submission_recompute(*, submission_id, filters: dict[str, str]) -> Submissio
     the submission goes back to the worker, which describes the photos again and searches with these
     filters. That is allowed while it awaits review; later it is refused with the reason.
     """
-    clean = {kind: slug for kind, slug in filters.items() if kind in CANDIDATE_FILTER_KINDS and slug}
+    clean = search.filters_clean(filters)
     with transaction.atomic():
         submission = Submission.objects.select_for_update().get(pk=submission_id)
         if not submission.can_narrow_candidates:

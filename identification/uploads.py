@@ -23,6 +23,7 @@ from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from collection.models import ImageLicence
 from identification.models import DeclaredSide, Submission
 
 # Markup at the start of a file (or anywhere in its first KiB, as in GIF/HTML polyglots) is what a
@@ -83,12 +84,15 @@ def submission_validate(
     requester_email: str,
     user,
     contact_required: bool = True,
+    photo_licence: str = ImageLicence.NONE,
 ) -> dict[str, list[str]]:
-    """Field → reasons; empty when the submission may be accepted (the rate limit aside, see below).
+    """Field → reasons, every reason at once; empty when the submission may be accepted (the rate limit
+    aside, see below).
 
-    Cheap checks only: sizes, the photo's header (no pixel is decoded) and contact details. Decoding
-    is the worker's, which fails the submission if the pixels are damaged. The anonymous rate limit
-    is not checked here but by ``anonymous_limit_take``, in the transaction that stores the submission.
+    Cheap checks only: sizes, the photo's header (no pixel is decoded), contact details and the
+    publication choice. Decoding is the worker's, which fails the submission if the pixels are
+    damaged. The anonymous rate limit is not checked here but by ``anonymous_limit_take``, in the
+    transaction that stores the submission.
     """
     errors: dict[str, list[str]] = {}
     photo_errors = _photo_errors(files)
@@ -98,12 +102,26 @@ def submission_validate(
         errors["sides"] = ["Give one side per photo (obverse, reverse or unknown)."]
     elif any(side not in DeclaredSide.values for side in sides):
         errors["sides"] = ["Each side must be one of: obverse, reverse, unknown."]
+    if photo_licence not in ImageLicence.values:
+        errors["photo_licence"] = ["Choose whether your photos may be published, and under which licence."]
+    if requester_email.strip() and not _is_email(requester_email.strip()):
+        errors["requester_email"] = ["Enter a valid email address, like name@example.org."]
     if user is None or not user.is_authenticated:
         if contact_required and not requester_name.strip():
             errors["requester_name"] = ["Tell us your name so a curator can reply."]
         if contact_required and not requester_email.strip():
             errors["requester_email"] = ["An email address is required so we can tell you the result."]
     return errors
+
+
+def _is_email(text: str) -> bool:
+    from django.core.validators import validate_email
+
+    try:
+        validate_email(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def anonymous_limit_take(*, client_ip: str | None, email: str) -> None:
@@ -167,7 +185,7 @@ def _photo_errors(files: Sequence[UploadedFile]) -> list[str]:
     from mlcore.imageio import ImageDecodeError, probe_image
 
     if not files:
-        return ["Add one or two photos."]
+        return ["Add at least 1 photo: the obverse, the reverse, or both."]
     if len(files) > 2:
         return ["At most two photos (one per side)."]
     reasons = []

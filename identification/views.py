@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from collection.models import CANDIDATE_FILTER_KINDS, Concept
-from identification import examples, selectors, services
+from identification import examples, results, selectors, services
 from identification.forms import CandidateFilterForm, ObjectChoiceForm, SubmissionForm
 from identification.models import ProcessingStep, SubmissionStatus
 
@@ -21,33 +24,62 @@ def _client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+# Where each of the service's reasons is shown on the upload form.
+FORM_ERROR_PLACES = {
+    "images": "photos",
+    "sides": "photos",
+    "idempotency_key": "form",
+    "non_field_errors": "form",
+    "__all__": "form",
+}
+
+
 @require_http_methods(["GET", "POST"])
 def identify(request: HttpRequest) -> HttpResponse:
     form = SubmissionForm(request.POST or None, request.FILES or None)
+    errors: dict[str, list[str]] = {}
     status = None
     if request.method == "POST" and form.is_valid():
         files, sides = form.files_and_sides()
+        data = form.cleaned_data
         try:
             submission = services.submission_create(
                 files=files,
                 sides=sides,
-                notes=form.cleaned_data["notes"],
-                requester_name=form.cleaned_data["requester_name"],
-                requester_email=form.cleaned_data["requester_email"],
+                notes=data["notes"],
+                requester_name=data["requester_name"],
+                requester_email=data["requester_email"],
                 user=request.user,
                 client_ip=_client_ip(request),
+                photo_licence=data["photo_licence"],
+                photo_credit=data["photo_credit"],
+                idempotency_key=data["idempotency_key"],
             )
+        except services.AlreadySent as exc:  # sent again (Back, then Identify): the first one is the answer
+            messages.info(request, "You had sent these photos already: here is their identification.")
+            return redirect(exc.submission)
         except ValidationError as exc:
             for field, reasons in exc.message_dict.items():
-                target = {"images": "photo_1", "sides": "side_1"}.get(field, field)
-                form.add_error(target if target in form.fields else None, reasons)
+                errors.setdefault(FORM_ERROR_PLACES.get(field, field), []).extend(reasons)
         except services.StorageUnavailable as exc:  # disk full or unwritable: the form again, with the reason
-            form.add_error(None, exc.message)
+            errors["form"] = [exc.message]
             status = exc.status
         else:
             return redirect(submission)
-    context = {"form": form, "examples": examples.example_photos()}
-    return render(request, "identification/identify.html", context, status=status or (400 if form.errors else 200))
+    elif request.method == "POST":
+        for field, reasons in form.errors.items():
+            errors.setdefault(FORM_ERROR_PLACES.get(field, field), []).extend(reasons)
+    context = {
+        "form": form,
+        "errors": errors,
+        "error_count": sum(len(reasons) for reasons in errors.values()),
+        # A browser never fills a file input again; the page's script avoids this by sending in place.
+        "photos_lost": bool(errors and request.FILES),
+        # A new key for each sending; the same key again when the form comes back with errors.
+        "idempotency_key": getattr(form, "cleaned_data", {}).get("idempotency_key") or uuid.uuid4(),
+        "examples": examples.example_photos(),
+    }
+    return render(request, "identification/identify.html", context, status=status or (400 if errors else 200))
 
 
 @require_POST
@@ -95,20 +127,6 @@ def _steps(submission) -> list[dict]:
     ]
 
 
-def _filter_choices(submission) -> list[dict]:
-    """Concepts offered to narrow the candidates (those of the current candidates), current ones selected."""
-    item_ids = [candidate.item_id for candidate in submission.candidates.all()]
-    kinds = list(CANDIDATE_FILTER_KINDS)
-    concepts = Concept.objects.filter(items__in=item_ids, kind__in=kinds).distinct().order_by("label")
-    current = submission.filters or {}
-    options: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for concept in concepts:
-        options[concept.kind].append(
-            {"slug": concept.slug, "label": concept.label, "selected": current.get(concept.kind) == concept.slug}
-        )
-    return [{"kind": kind, "options": options[kind]} for kind in kinds if options[kind]]
-
-
 def _object_map(image) -> dict | None:
     """The objects found in a photo of several, outlined on the stored photo (its pixels) for the user to pick.
 
@@ -140,23 +158,83 @@ def _object_map(image) -> dict | None:
     return {"width": width, "height": height, "font": max(12, max(width, height) // 18), "objects": objects}
 
 
+def _queue(submission) -> dict:
+    """The status in words and, until it is processed, the place in the queue and the wait."""
+    text = ""
+    if not submission.is_finished_processing:
+        place = selectors.queue_place(submission)
+        text = results.queue_text(**place, workers=settings.Q_CLUSTER["workers"])
+    return {"status_text": results.status_text(submission), "queue_text": text}
+
+
+def _image_url(field) -> str:
+    return field.url if field else ""
+
+
+def _compare_data(images, candidates) -> dict:
+    """What the comparison viewer shows for each candidate and photo (the page's JSON data island)."""
+    query = [
+        {
+            "position": image.position,
+            "side": image.side if image.side in ("obverse", "reverse") else "",
+            "cutout": _image_url(image.cutout),
+            "upright": _image_url(image.upright),
+            "original": _image_url(image.original),
+        }
+        for image in images
+    ]
+    rows = []
+    for candidate in candidates:
+        matched = candidate.matched_image
+        item = candidate.item
+        rows.append(
+            {
+                "rank": candidate.rank,
+                "label": item.reference or item.title,
+                "query": candidate.query_image.position if candidate.query_image else 0,
+                "image": (_image_url(matched.cutout) or _image_url(matched.image) or matched.remote_url)
+                if matched
+                else "",
+                "is_cutout": bool(matched and matched.cutout),
+                "side": matched.side if matched else "",
+                "rotation": round(candidate.rotation, 1),
+                "specimen": matched.specimen.record_id if matched else "",
+            }
+        )
+    return {"query": query, "candidates": rows}
+
+
 @require_GET
 def submission_detail(request: HttpRequest, pk) -> HttpResponse:
     submission = selectors.submission_get(pk=pk)
     if submission is None:
         raise Http404("No such submission.")
     images = list(submission.images.all())
+    candidates = list(submission.candidates.all())
     for image in images:
         image.object_map = _object_map(image)
+        image.facts, image.withheld = results.facts(image, candidates)
+    finished = submission.can_narrow_candidates
+    tie = results.design_tie(images, candidates) if finished else None
     context = {
         "submission": submission,
         "steps": _steps(submission),
+        **_queue(submission),
         "images": images,
-        "candidates": list(submission.candidates.all()),
+        "candidates": candidates,
+        "confident": results.is_confident([candidate.total for candidate in candidates]),
+        "tie": tie,
+        "tied_ranks": tie.ranks if tie else [],
+        "compare": _compare_data(images, candidates) if finished else None,
         # Picking another object is offered until the first review (services.submission_choose_object).
         "can_choose_object": submission.status == SubmissionStatus.AWAITING_REVIEW and not submission.reviews.exists(),
         "can_say_none_match": submission.is_open,
-        "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
+        "filters": submission.filters or {},
+        "filter_choices": selectors.narrowing_choices(
+            candidate_item_ids=[c.item_id for c in candidates], current=submission.filters or {}
+        )
+        if finished
+        else [],
     }
     return render(request, "identification/submission_detail.html", context)
 
@@ -172,6 +250,7 @@ def submission_status(request: HttpRequest, pk) -> JsonResponse:
             "step": submission.step,
             "finished": submission.is_finished_processing,
             "steps": _steps(submission),
+            **_queue(submission),
         }
     )
 
@@ -189,7 +268,9 @@ def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
         else:
             if not submission.is_finished_processing:  # its index was replaced: the worker searches again
                 messages.info(request, "Your photos are being described again with the current model, then searched.")
-    return redirect("identification:submission_detail", pk=pk)
+    else:
+        messages.error(request, "Give the years as whole numbers between -3000 and 3000 (negative for BC).")
+    return redirect(f"{reverse('identification:submission_detail', kwargs={'pk': pk})}#candidates-title")
 
 
 @require_POST

@@ -448,3 +448,8 @@ class Pipeline:
     def predict_metadata(self, neighbours: Iterable[tuple[dict[str, str], float]]) -> dict[str, Prediction]:
         """{field: Prediction(value, confidence)} from catalogue neighbours [(labels, cosine similarity)]."""
         return self.metadata.predict(neighbours)
+
+    def metadata_calibrated(self) -> bool:
+        """Whether metadata confidences are calibrated by a trained version (else they are raw vote shares)."""
+        self.metadata.ensure_loaded()
+        return self.metadata.trained_version != "uncalibrated"

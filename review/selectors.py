@@ -254,7 +254,7 @@ def proposal_page(*, proposal_id: int, user) -> dict | None:
         "images": images,
         "reviews": reviews,
         "model_rank": candidate.rank if candidate else None,
-        "model_score": candidate.score if candidate else None,
+        "model_score": candidate.total if candidate else None,
         "item_images": item_images,
         "record_id": specimen_record_id(submission) if proposal.status == ProposalStatus.PENDING else "",
         "draft_rows": [(key.replace("_", " ").capitalize(), proposal.draft[key]) for key in proposal.draft],

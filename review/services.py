@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from collection.models import KEY_KINDS, Concept, Item, ItemStatus, Side, Specimen, SpecimenImage
+from collection.models import KEY_KINDS, Concept, ImageLicence, Item, ItemStatus, Side, Specimen, SpecimenImage
 from collection.services import specimen_image_tiles_make
 from identification.jobs import index_job_start
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
@@ -372,8 +372,40 @@ def _item_from_draft(draft: dict, *, submission: Submission) -> Item:
     return item
 
 
-def _copy_images(submission: Submission, specimen: Specimen) -> list[SpecimenImage]:
-    """Copy the submission's photos into catalogue images.
+# Who a published photo is credited to when its contributor gave no name.
+ANONYMOUS_CONTRIBUTOR = "an Obverse contributor"
+OTHER_SIDE = {Side.OBVERSE: Side.REVERSE, Side.REVERSE: Side.OBVERSE}
+
+
+def _decided_sides(photos: list[SubmissionImage], item_id: int | None) -> dict[int, str]:
+    """{photo id: obverse or reverse} for the photos whose side is known, as the review left it.
+
+    The sender's word first, then the pipeline's reading; a photo neither could read takes the side
+    of the catalogue image it was matched with on the accepted item (what the volunteers compared it
+    with), and the other photo of a pair the other side.
+    """
+    sides = {}
+    for photo in photos:
+        said = next((side for side in (photo.declared_side, photo.side) if side in OTHER_SIDE), None)
+        if said:
+            sides[photo.pk] = said
+    if len(sides) < len(photos) and item_id:
+        candidate = (
+            Candidate.objects.filter(submission_id=photos[0].submission_id, item_id=item_id)
+            .select_related("matched_image")
+            .first()
+        )
+        matched = candidate.matched_image if candidate is not None else None
+        if matched is not None and matched.side in OTHER_SIDE and candidate.query_image_id in {p.pk for p in photos}:
+            sides.setdefault(candidate.query_image_id, matched.side)
+    if len(photos) == 2 and len(sides) == 1:
+        ((known, side),) = sides.items()
+        sides[next(p.pk for p in photos if p.pk != known)] = OTHER_SIDE[side]
+    return sides
+
+
+def _copy_images(submission: Submission, specimen: Specimen, *, item_id: int | None) -> list[SpecimenImage]:
+    """Copy the submission's photos into catalogue images, each on the side the review decided.
 
     The catalogue assumes upright photos (indexing skips orientation, pages show them as they are),
     so the pipeline's upright version is copied when there is one; its cut-out is then made by the
@@ -383,12 +415,13 @@ def _copy_images(submission: Submission, specimen: Specimen) -> list[SpecimenIma
 
     created = []
     orders: dict[str, int] = {}
-    for photo in submission.images.order_by("position"):
+    photos = list(submission.images.order_by("position"))
+    sides = _decided_sides(photos, item_id)
+    for photo in photos:
         source = photo.upright or photo.original
         if not source:
             continue
-        side = photo.side if photo.side in Side.values else photo.declared_side
-        side = side if side in Side.values else Side.OTHER
+        side = sides.get(photo.pk, Side.OTHER)
         order = orders.get(side, 0)
         orders[side] = order + 1
         with source.open("rb") as fh:
@@ -418,10 +451,12 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
     """Approve a proposal: the catalogue gains the specimen (and, for a new item, a draft item).
 
     Creates the Specimen (record id ``OBV-<submission>``, public) on the item, copies the
-    submission's photos (upright versions) as its images, queues them for indexing, resolves the
-    submission and emails the requester after commit. Of two curators approving together, one
-    wins; the other gets ReviewConflict and nothing changes. A curator who reviewed the submission
-    gets ``rules.SeparationOfDuties`` (a PermissionDenied) unless ``OBVERSE_ALLOW_SELF_APPROVAL`` is on.
+    submission's photos (upright versions, on the sides the review decided) as its images under the
+    licence and credit the contributor chose (none when they chose not to publish), queues them
+    for indexing, resolves the submission and emails the requester after commit. Of two curators
+    approving together, one wins; the other gets ReviewConflict and nothing changes. A curator who
+    reviewed the submission gets ``rules.SeparationOfDuties`` (a PermissionDenied) unless
+    ``OBVERSE_ALLOW_SELF_APPROVAL`` is on.
     """
     rules.curator_require(user)
     with transaction.atomic():
@@ -435,15 +470,21 @@ def proposal_approve(*, proposal_id: int, user) -> Specimen:
             proposal.created_item = item
         else:
             item = proposal.item
+        # The contributor's choice at upload: their photos are published under that licence and
+        # credit, or (``none``) never copied into the catalogue: no catalogue image, cut-out, tile or
+        # search vector is made of them, so no public page, IIIF document or candidate can show them.
+        publish = submission.photo_licence in ImageLicence.values and submission.photo_licence != ImageLicence.NONE
         specimen = Specimen.objects.create(
             record_id=selectors.specimen_record_id(submission),
             item=item,
             title=item.title,
             is_public=True,
             provenance="Identified from photographs submitted to Obverse.",
+            image_rights=ImageLicence(submission.photo_licence).label if publish else "",
+            image_credit=(submission.photo_credit or ANONYMOUS_CONTRIBUTOR) if publish else "",
             attributes={"submission": str(submission.pk)},
         )
-        images = _copy_images(submission, specimen)
+        images = _copy_images(submission, specimen, item_id=item.pk) if publish else []
         proposal.status = ProposalStatus.APPROVED
         proposal.decided_by = user
         proposal.decided_at = timezone.now()

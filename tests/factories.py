@@ -19,7 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from PIL import Image, ImageDraw
 
-from collection.models import Concept, Item, Side, Source, Specimen, SpecimenImage
+from collection.models import Concept, ImageLicence, Item, Side, Source, Specimen, SpecimenImage
 from identification import indexing, services
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
 from review import services as review_services
@@ -100,11 +100,15 @@ def photo_upload(data: bytes | None = None, name: str = "coin.png") -> SimpleUpl
 
 
 def submit(seed: int = 1, **kwargs) -> Submission:
-    """A submission as a visitor sends it, through the service: received, its photo (``pattern_png(seed)``) stored."""
+    """A submission as a visitor sends it, through the service: received, its photo (``pattern_png(seed)``) stored.
+
+    Its photos may be published (CC BY 4.0) unless told otherwise, so an approval copies them.
+    """
     defaults = {
         "files": [photo_upload(pattern_png(seed))],
         "requester_name": "Ada",
         "requester_email": "ada@example.org",
+        "photo_licence": ImageLicence.CC_BY,
     }
     return services.submission_create(**{**defaults, **kwargs})
 
@@ -149,9 +153,15 @@ def make_submission(
     material: str = "",
     email: str = "ada@example.org",
     age: timedelta | None = None,
+    photo_licence: str = ImageLicence.CC_BY,
 ) -> Submission:
-    """A submission as the worker leaves it: photos with cut-outs and ``items`` as its ranked candidates."""
-    submission = Submission.objects.create(status=status, requester_name="Ada", requester_email=email)
+    """A submission as the worker leaves it: photos with cut-outs and ``items`` as its ranked candidates.
+
+    Its photos may be published (CC BY 4.0) unless told otherwise, so an approval copies them.
+    """
+    submission = Submission.objects.create(
+        status=status, requester_name="Ada", requester_email=email, photo_licence=photo_licence
+    )
     if age is not None:
         Submission.objects.filter(pk=submission.pk).update(created_at=timezone.now() - age)
     first = None

@@ -120,6 +120,11 @@ class FakePipeline:
             out.append(CatalogueCut(result.cutout, result.embedding))
         return out
 
+    calibrated = True  # metadata confidences from a trained calibration (False: raw vote shares)
+
+    def metadata_calibrated(self) -> bool:
+        return self.calibrated
+
     def predict_metadata(self, neighbours):
         votes: dict[str, dict[str, float]] = {}
         for labels, score in neighbours:

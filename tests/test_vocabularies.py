@@ -10,6 +10,7 @@ from collection.models import CANDIDATE_FILTER_KINDS, KEY_KINDS, ConceptKind
 from identification.api.serializers import CandidateFiltersSerializer
 from identification.forms import CandidateFilterForm
 from identification.models import ProcessingStep, Submission, SubmissionStatus
+from identification.search import NARROWING_FIELDS
 from mlcore.dataset import METADATA_FIELDS
 from mlcore.pipeline import STEPS
 from review.services import DRAFT_FIELDS
@@ -17,8 +18,9 @@ from review.services import DRAFT_FIELDS
 
 class TestConceptKinds:
     def test_the_kinds_candidates_can_be_narrowed_by_are_what_the_form_and_the_api_accept(self):
-        assert list(CandidateFilterForm().fields) == list(CANDIDATE_FILTER_KINDS)
-        assert list(CandidateFiltersSerializer().fields) == list(CANDIDATE_FILTER_KINDS)
+        assert list(CandidateFilterForm().fields) == list(NARROWING_FIELDS)
+        assert list(CandidateFiltersSerializer().fields) == list(NARROWING_FIELDS)
+        assert NARROWING_FIELDS[: len(CANDIDATE_FILTER_KINDS)] == CANDIDATE_FILTER_KINDS
         assert "region" in CANDIDATE_FILTER_KINDS  # it was filterable in the search but not sendable
 
     def test_the_facets_are_the_concept_filters_the_filterset_declares(self):

@@ -184,7 +184,7 @@ class ImportRun:
     # --- cached services --------------------------------------------------------------------
 
     def concept(self, kind: str, label: str, uri: str = "") -> Concept:
-        label, uri = " ".join((label or "").split()), (uri or "").strip()
+        label, uri = Concept.clean_label(label), (uri or "").strip()
         key = (kind, Concept.make_slug(label) if not uri else "", uri)
         concept = self._concepts.get(key)
         if concept is None:

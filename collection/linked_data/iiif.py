@@ -27,6 +27,7 @@ IMAGE_INFO_CONTENT_TYPE = f'application/ld+json;profile="{IMAGE_CONTEXT}"'
 RIGHTS_URIS = {
     "public domain mark": "http://creativecommons.org/publicdomain/mark/1.0/",
     "cc0": "http://creativecommons.org/publicdomain/zero/1.0/",
+    "cc0 1.0": "http://creativecommons.org/publicdomain/zero/1.0/",
     "cc-by-4.0": "http://creativecommons.org/licenses/by/4.0/",
     "cc by 4.0": "http://creativecommons.org/licenses/by/4.0/",
 }
@@ -199,7 +200,9 @@ def specimen_manifest(specimen: Specimen, *, item: Item | None, links: Links) ->
     )
     if item is not None:
         manifest.partOf = [{"id": links.item_collection(item.pk), "type": "Collection"}]
-    if source is not None and (source.credit or source.name):
+    if specimen.image_credit:  # a contributor's photos: credited as they asked
+        manifest.requiredStatement = _pair("Attribution", f"Photographs: {specimen.image_credit}")
+    elif source is not None and (source.credit or source.name):
         manifest.requiredStatement = _pair("Attribution", source.credit or source.name)
     rights = rights_uri(specimen.image_rights)
     if rights:

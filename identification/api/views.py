@@ -7,14 +7,18 @@ the page, the submission's unguessable UUID is what grants them.
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from collection.models import ImageLicence
 from identification import selectors, services
 from identification.api.serializers import (
     CandidateFiltersSerializer,
@@ -36,12 +40,27 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def _idempotency_key(request) -> uuid.UUID | None | bool:
+    """The request's ``Idempotency-Key`` header as a UUID; None without one, False when it is not a UUID."""
+    raw = request.headers.get("Idempotency-Key", "").strip()
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return False
+
+
 def _errors(detail) -> dict:
     return {"errors": detail}
 
 
 # The error shape of every endpoint here, for the OpenAPI schema.
 ERRORS = inline_serializer("SubmissionErrors", {"errors": serializers.DictField()})
+CREATED = inline_serializer(
+    "SubmissionCreated",
+    {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
+)
 
 
 class SubmissionCreateView(APIView):
@@ -53,11 +72,18 @@ class SubmissionCreateView(APIView):
 
     @extend_schema(
         request={"multipart/form-data": SubmissionCreateSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.UUID,
+                OpenApiParameter.HEADER,
+                description="A UUID of your choice for this sending: a retry with the same key (same client) "
+                "stores nothing new and answers 200 with the submission the first request made.",
+            )
+        ],
         responses={
-            201: inline_serializer(
-                "SubmissionCreated",
-                {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
-            ),
+            201: CREATED,
+            200: CREATED,
             400: ERRORS,
             503: inline_serializer("SubmissionStorageUnavailable", {"errors": serializers.DictField()}),
             507: inline_serializer("SubmissionStorageFull", {"errors": serializers.DictField()}),
@@ -70,10 +96,16 @@ class SubmissionCreateView(APIView):
             "notes": request.data.get("notes", ""),
             "requester_name": request.data.get("requester_name", ""),
             "requester_email": request.data.get("requester_email", ""),
+            "photo_licence": request.data.get("photo_licence") or ImageLicence.NONE,
+            "photo_credit": request.data.get("photo_credit", ""),
         }
         serializer = SubmissionCreateSerializer(data=data)
-        if not serializer.is_valid():
-            return Response(_errors(serializer.errors), status=status.HTTP_400_BAD_REQUEST)
+        errors = dict(serializer.errors) if not serializer.is_valid() else {}
+        key = _idempotency_key(request)
+        if key is False:
+            errors["idempotency_key"] = ["The Idempotency-Key header must be a UUID."]
+        if errors:
+            return Response(_errors(errors), status=status.HTTP_400_BAD_REQUEST)
         values = serializer.validated_data
         try:
             submission = services.submission_create(
@@ -84,17 +116,25 @@ class SubmissionCreateView(APIView):
                 requester_email=values.get("requester_email", ""),
                 user=request.user,
                 client_ip=client_ip(request),
+                photo_licence=values["photo_licence"],
+                photo_credit=values.get("photo_credit", ""),
+                idempotency_key=key,
             )
+        except services.AlreadySent as exc:  # a retry of an accepted request: the same answer, nothing new
+            return Response(self._created(request, exc.submission), status=status.HTTP_200_OK)
         except ValidationError as exc:
             return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
         except services.StorageUnavailable as exc:  # 507 disk full / 503 unwritable; nothing was stored
             return Response(_errors({"non_field_errors": [exc.message]}), status=exc.status)
-        body = {
+        return Response(self._created(request, submission), status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _created(request, submission) -> dict:
+        return {
             "id": str(submission.pk),
             "status": submission.status,
             "url": request.build_absolute_uri(f"/api/v1/submissions/{submission.pk}/"),
         }
-        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class SubmissionDetailView(APIView):

@@ -133,6 +133,12 @@ class TestDemoContent:
             assert 0.88 * diameter < specimen.diameter_mm < 1.12 * diameter
             assert 1 <= specimen.axis <= 12
 
+    def test_no_date_is_the_year_zero_that_never_was(self):
+        # A reign from 12 BC to AD 19 once made types dated "3 BC–AD 0".
+        years = [year for t in demo.demo_types() for year in (t.date_from, t.date_to)]
+        assert 0 not in years and min(years) < 0 < max(years)
+        assert all(t.date_from <= t.date_to for t in demo.demo_types())
+
     def test_materials_match_denominations(self):
         materials = {name: material for name, material, _, _ in demo.DENOMINATIONS}
         for t in demo.demo_types():

@@ -26,11 +26,14 @@ class TestRoles:
 
 
 class TestCreateDemoUsers:
-    def test_it_creates_the_three_personas_in_development(self, settings, capsys):
+    def test_it_creates_the_personas_in_development(self, settings, capsys):
         settings.ENVIRONMENT = "development"
         call_command("create_demo_users")
         call_command("create_demo_users")  # idempotent
-        assert User.objects.count() == 3
+        assert User.objects.count() == 4
+        # Two volunteers, so the demo can reach the consensus of two agreeing reviews.
+        volunteers = [user for user in User.objects.all() if is_volunteer(user) and not is_curator(user)]
+        assert len(volunteers) == settings.OBVERSE_REVIEW_CONSENSUS == 2
         assert is_curator(User.objects.get(username="curator"))
         assert User.objects.get(username="admin").is_superuser
         assert User.objects.get(username="volunteer").check_password("obverse-volunteer")

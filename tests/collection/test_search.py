@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from collection.models import Item
-from collection.search import item_refresh_search, item_search, prefix_tsquery, query_terms
+from collection.search import (
+    item_legend_match,
+    item_refresh_search,
+    item_search,
+    legend_letters,
+    legend_pattern,
+    prefix_tsquery,
+    query_terms,
+)
 from tests.factories import make_concept, make_item
 
 
@@ -84,3 +92,33 @@ class TestItemSearch:
 
     def test_text_without_words_filters_nothing(self, coins):
         assert len(_search("!!")) == 3
+
+
+class TestLegendHint:
+    @pytest.mark.parametrize(
+        ("hint", "pattern"),
+        [
+            ("…VIRTVS…", "VIRTVS"),
+            ("virtus", "VIRTVS"),  # U is written V on Roman coins
+            ("IMP … AVG", "IMP.*AVG"),
+            ("d.n. constanti-", "D.*N.*CONSTANTI"),
+            ("  …  ", ""),
+        ],
+    )
+    def test_what_a_visitor_reads_becomes_letters_in_order(self, hint, pattern):
+        assert legend_pattern(hint) == pattern
+
+    def test_legends_are_read_as_their_letters(self):
+        assert legend_letters("IVLIA AVGVSTA, Iulia (J)") == "IVLIAAVGVSTAIVLIAI"
+
+    @pytest.mark.django_db
+    def test_items_match_on_either_legend_partially_and_in_order(self):
+        virtus = make_item(obverse_legend="IMP C PROBVS P F AVG", reverse_legend="VIRTVS AVG")
+        exercitus = make_item(obverse_legend="D N CONSTANTIVS P F AVG", reverse_legend="VIRTVS EXERCITVS")
+        other = make_item(obverse_legend="IMP CAES TRAIANO", reverse_legend="SPQR OPTIMO PRINCIPI")
+        everything = Item.objects.all()
+        assert set(item_legend_match(everything, hint="…VIRTUS…")) == {virtus, exercitus}
+        assert set(item_legend_match(everything, hint="virt exerc")) == {exercitus}
+        assert set(item_legend_match(everything, hint="exerc virt")) == set()  # the order of the letters is kept
+        assert set(item_legend_match(everything, hint="IMP … AVG")) == {virtus}
+        assert set(item_legend_match(everything, hint="…")) == {virtus, exercitus, other}

@@ -30,6 +30,11 @@ class TestConceptGetOrCreate:
         assert plain.pk == again.pk == linked.pk
         assert Concept.objects.get(pk=plain.pk).uri == "http://nomisma.org/id/ar"
 
+    def test_a_category_path_is_stored_readable_and_found_again_by_its_old_spelling(self):
+        category = services.concept_get_or_create(kind="category", label="Roman--Imperial--Antonines")
+        assert category.label == "Roman › Imperial › Antonines"
+        assert services.concept_get_or_create(kind="category", label="Roman--Imperial--Antonines").pk == category.pk
+
     def test_it_keeps_same_label_with_different_uris_apart(self):
         syria = services.concept_get_or_create(
             kind="mint", label="Antioch", uri="http://nomisma.org/id/antiocheia_syria"

@@ -283,7 +283,7 @@ def csrf_forms(world: World) -> dict[str, tuple[str | None, str, callable]]:
     """URL name → (role, URL, body factory): one POST per form of the site."""
     ids = world.ids()
     slug = world.concept.slug
-    contact = {"requester_name": "Ada", "requester_email": "ada@example.org"}
+    contact = {"requester_name": "Ada", "requester_email": "ada@example.org", "photo_licence": "none"}
     return {
         "identification:identify": (None, "/identify/", lambda: {"photo_1": photo(), "side_1": "unknown", **contact}),
         "identification:identify_example": (None, "/identify/examples/{example}/", dict),
@@ -521,7 +521,8 @@ def test_markup_is_refused_at_upload_on_the_form_and_the_api(client, settings, k
 
 def test_a_photo_is_not_taken_for_markup(client):
     data = {"photo_1": SimpleUploadedFile("coin.jpg", jpeg_with_gps(), content_type="image/jpeg")}
-    response = client.post("/identify/", {**data, "requester_name": "Ada", "requester_email": "ada@example.org"})
+    contact = {"requester_name": "Ada", "requester_email": "ada@example.org", "photo_licence": "none"}
+    response = client.post("/identify/", {**data, **contact})
     submission = Submission.objects.get()
     assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
     assert submission.images.get().upload_name == "coin.jpg"
@@ -531,7 +532,14 @@ def _submit_and_process(client, django_capture_on_commit_callbacks, data: bytes)
     upload = SimpleUploadedFile("phone.jpg", data, content_type="image/jpeg")
     with django_capture_on_commit_callbacks(execute=True):  # the queue runs inline (sync) in tests
         response = client.post(
-            "/identify/", {"photo_1": upload, "requester_name": "Ada", "requester_email": "ada@example.org"}
+            "/identify/",
+            # Publishable, so that approval copies the photo into the catalogue (checked below too).
+            {
+                "photo_1": upload,
+                "requester_name": "Ada",
+                "requester_email": "ada@example.org",
+                "photo_licence": "cc-by-4.0",
+            },
         )
     assert response.status_code == 302
     submission = Submission.objects.get()

@@ -303,6 +303,7 @@ MATRIX: dict[str, Row] = {
     "accounts/login/": Row("/accounts/login/", get=everyone(200), post=everyone(200)),
     "accounts/logout/": Row("/accounts/logout/", get=everyone(405), post=everyone(302)),
     "healthz": Row("/healthz", get=everyone(HEALTH), post=everyone(405)),
+    "favicon.ico": Row("/favicon.ico", get=everyone(301), post=everyone(405)),
     # Admin site (the per-model rows are added below).
     "admin/": Row("/admin/", get=staff(200), post=staff(200)),
     "admin/login/": Row(

@@ -62,6 +62,45 @@ class TestCreate:
         assert field in response.json()["errors"]
         assert Submission.objects.count() == 0
 
+    def test_no_photo_is_explained_in_words(self, client):
+        response = post(client, images=[])
+        assert response.json()["errors"]["images"] == [
+            "Add at least 1 photo (as `images`): the obverse, the reverse, or both."
+        ]
+
+    def test_photos_are_not_published_unless_the_partner_says_under_which_licence(self, client):
+        private = post(client)
+        licensed = post(client, photo_licence="cc0-1.0", photo_credit="Museum X", requester_email="b@example.org")
+        rows = Submission.objects.in_bulk([private.json()["id"], licensed.json()["id"]])
+        assert rows[uuid.UUID(private.json()["id"])].photo_licence == "none"
+        assert (
+            rows[uuid.UUID(licensed.json()["id"])].photo_licence,
+            rows[uuid.UUID(licensed.json()["id"])].photo_credit,
+        ) == (
+            "cc0-1.0",
+            "Museum X",
+        )
+        assert post(client, photo_licence="all-rights-reserved").status_code == 400
+
+    def test_a_retry_with_the_same_idempotency_key_answers_the_first_submission(self, client):
+        key = str(uuid.uuid4())
+        first = client.post(
+            "/api/v1/submissions/",
+            {"requester_name": "Ada", "requester_email": "ada@example.org", "images": [photo()]},
+            format="multipart",
+            HTTP_IDEMPOTENCY_KEY=key,
+        )
+        retry = client.post(
+            "/api/v1/submissions/",
+            {"requester_name": "Ada", "requester_email": "ada@example.org", "images": [photo()]},
+            format="multipart",
+            HTTP_IDEMPOTENCY_KEY=key,
+        )
+        assert (first.status_code, retry.status_code) == (201, 200)
+        assert first.json() == retry.json() and Submission.objects.count() == 1
+        bad = client.post("/api/v1/submissions/", {"images": [photo()]}, format="multipart", HTTP_IDEMPOTENCY_KEY="x")
+        assert bad.status_code == 400 and "idempotency_key" in bad.json()["errors"]
+
     def test_an_empty_file_is_refused(self, client):
         response = post(client, images=[SimpleUploadedFile("empty.jpg", b"", content_type="image/jpeg")])
         assert response.status_code == 400
@@ -95,13 +134,14 @@ class TestDetail:
         assert body["id"] == created["id"] and body["status"] == "awaiting_review" and body["error"] == ""
         image = body["images"][0]
         assert image["side"] == "obverse" and 0 <= image["side_confidence"] <= 1
-        assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0)}
+        assert image["metadata"]["material"] == {"value": "Gold", "confidence": pytest.approx(1.0), "calibrated": True}
         assert [(o["box"], o["fraction"], o["chosen"]) for o in image["objects"]] == [
             ([0, 0, 120, 120], [0.0, 0.0, 1.0, 1.0], True)  # the fake finds the whole 120-px picture
         ]
         candidate = body["candidates"][0]
         assert candidate["rank"] == 1 and candidate["score"] == pytest.approx(1.0, abs=1e-3)
         assert candidate["agreement"] == 0.0  # the only item: nothing for its metadata to stand out from
+        assert candidate["total"] == candidate["score"] + candidate["agreement"]  # what ranks them
         assert candidate["item"] == {
             "id": item.pk,
             "reference": "RIC IX 8B",

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,12 +36,10 @@ from collection.models import ImageEmbedding, Side, Specimen, SpecimenImage
 from identification import indexing
 from identification.models import Submission, SubmissionStatus
 from review.models import Proposal, ProposalStatus
-from tests.browser import missing_browser
+from tests.browser import SCREENSHOTS, broken_images, missing_browser, new_page, shot
 from tests.factories import make_item, make_specimen
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "var" / "screenshots"
-TIMEOUT_MS = 15_000
 
 # The worker: the project's settings on the test database, FakePipeline instead of the models, one
 # worker process. django-q2 forks its workers, so the patches below reach them.
@@ -69,17 +66,7 @@ def queued_tasks(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", False)
 
 
-@pytest.fixture
-def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
-    """A real `manage.py qcluster` in its own process group, on the test database and this test's media."""
-    env = {
-        **{key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-        "DATABASE_URL": test_database_url,
-        "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "worker.log"
+def _start_cluster(env: dict, log_path: Path) -> subprocess.Popen:
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", WORKER],
@@ -90,7 +77,10 @@ def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
             start_new_session=True,  # its own group, so stopping it also stops the workers it forked
         )
     process.log_path = log_path
-    yield process
+    return process
+
+
+def _stop_cluster(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)  # qcluster stops its sentinel and workers on SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -98,6 +88,25 @@ def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left (nothing, after a clean stop)
     process.wait()
+
+
+@pytest.fixture
+def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
+    """The worker as `make run` starts it, on the test database and this test's media: a real
+    `manage.py qcluster` for visitors' photos, and its `bulk` cluster (indexing, training) beside it,
+    each in its own process group. The photos' process is the one handed to the test."""
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+        "DATABASE_URL": test_database_url,
+        "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    photos = _start_cluster(env, tmp_path / "worker.log")
+    bulk = _start_cluster({**env, "Q_CLUSTER_NAME": "bulk"}, tmp_path / "bulk-worker.log")
+    yield photos
+    for process in (photos, bulk):
+        _stop_cluster(process)
 
 
 def _worker_log(worker) -> str:
@@ -148,27 +157,6 @@ def _user(username: str, group: str, **kwargs) -> User:
     return user
 
 
-def _serve_media(route) -> None:
-    """Answer /media/ requests from MEDIA_ROOT, as the production web server does (Django doesn't with DEBUG off)."""
-    root = Path(settings.MEDIA_ROOT).resolve()
-    path = (root / re.sub(r"^.*?/media/", "", route.request.url.split("?")[0])).resolve()
-    if root in path.parents and path.is_file():
-        route.fulfill(path=str(path))
-    else:
-        route.fulfill(status=404, body="not found")
-
-
-def _new_page(browser, base_url: str):
-    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    context.route(re.compile(r"/media/"), _serve_media)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))  # a JavaScript error fails the test below
-    page.js_errors = errors
-    return page
-
-
 def _login(page, username: str) -> None:
     page.goto("/accounts/login/")
     page.fill("input[name=username]", username)
@@ -178,32 +166,20 @@ def _login(page, username: str) -> None:
     assert "/accounts/login/" not in page.url, f"{username} could not log in"
 
 
-def _shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def _images_loaded(page) -> list[str]:
-    """Sources of the page's images that did not load (broken media links show up here)."""
-    return page.eval_on_selector_all(
-        "img[src]", "imgs => imgs.filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)"
-    )
-
-
 def _review_and_pick(page, *, submission: Submission, item, use_keyboard: bool, name: str) -> None:
     """A volunteer takes the oldest submission from the queue and picks the first candidate."""
     _login(page, name)
     page.goto("/review/")
     row = page.locator(".queue-row", has_text=str(submission.pk)[:8])
     assert row.count() == 1, "the processed submission is not in the volunteer's queue"
-    _shot(page, f"03-queue-{name}")
+    shot(page, f"03-queue-{name}")
     with page.expect_navigation():
         page.click("text=Start reviewing: take the oldest")
     assert f"/review/{submission.pk}/" in page.url
     page.wait_for_selector("#img-candidate[src]")
-    assert not _images_loaded(page), f"broken images on the review page: {_images_loaded(page)}"
+    assert not broken_images(page), f"broken images on the review page: {broken_images(page)}"
     assert page.inner_text("#cap-candidate").startswith("#1")
-    _shot(page, f"04-review-{name}")
+    shot(page, f"04-review-{name}")
     if use_keyboard:
         page.locator("body").press("m")  # the "choose this candidate" shortcut
     else:
@@ -240,13 +216,15 @@ def test_a_photo_goes_from_upload_through_review_and_approval_to_the_public_item
     photo.write_bytes(_coin_png(11))  # the same picture as the target's catalogue image
 
     # A visitor sends a photo through the form.
-    visitor = _new_page(browser, live_server.url)
+    visitor = new_page(browser, live_server.url)
     visitor.goto("/identify/")
     visitor.set_input_files("input[name=photo_1]", str(photo))
     visitor.fill("input[name=requester_name]", "Grace Visitor")
     visitor.fill("input[name=requester_email]", "grace@example.org")
     visitor.fill("textarea[name=notes]", "Found in my grandfather's desk.")
-    _shot(visitor, "01-identify-form")
+    visitor.check("input[name=photo_licence][value='cc-by-4.0']")
+    visitor.fill("input[name=photo_credit]", "Grace V.")
+    shot(visitor, "01-identify-form")
     with visitor.expect_navigation():
         visitor.click("form.identify-form button[type=submit]")
     submission = Submission.objects.get()
@@ -262,32 +240,32 @@ def test_a_photo_goes_from_upload_through_review_and_approval_to_the_public_item
     visitor.wait_for_selector(".candidate-grid .candidate")
     assert "Awaiting review" in visitor.inner_text(".status")
     assert visitor.locator(".candidate").first.inner_text().count(target.reference) == 1
-    assert not _images_loaded(visitor), f"broken images: {_images_loaded(visitor)}"
-    _shot(visitor, "02-identification-result")
+    assert not broken_images(visitor), f"broken images: {broken_images(visitor)}"
+    shot(visitor, "02-identification-result")
 
     # Two volunteers agree on the same candidate: that makes a proposal for curators.
     for name, use_keyboard in (("ada_volunteer", True), ("ben_volunteer", False)):
-        page = _new_page(browser, live_server.url)
+        page = new_page(browser, live_server.url)
         _review_and_pick(page, submission=submission, item=target, use_keyboard=use_keyboard, name=name)
     proposal = Proposal.objects.get(submission=submission)
     assert proposal.status == ProposalStatus.PENDING and proposal.item_id == target.pk
 
     # The curator reads the proposal and approves it.
-    page = _new_page(browser, live_server.url)
+    page = new_page(browser, live_server.url)
     _login(page, curator.username)
     page.goto("/review/proposals/")
-    _shot(page, "05-proposals")
+    shot(page, "05-proposals")
     with page.expect_navigation():
         page.click(f"a[href='/review/proposals/{proposal.pk}/']")
     assert target.reference in page.inner_text(".change")
     assert page.locator("table.table tbody tr").count() == 2  # both reviews are shown
-    assert not _images_loaded(page), f"broken images: {_images_loaded(page)}"
-    _shot(page, "06-proposal-detail")
+    assert not broken_images(page), f"broken images: {broken_images(page)}"
+    shot(page, "06-proposal-detail")
     with page.expect_navigation():
         page.click("text=Approve and publish the specimen")
     specimen = Specimen.objects.get(attributes__submission=str(submission.pk))
     assert f"specimen {specimen.record_id} is now in the catalogue" in page.inner_text("body")
-    _shot(page, "07-approved")
+    shot(page, "07-approved")
     assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RESOLVED
     assert [message.to for message in mailoutbox] == [["grace@example.org"]]
 
@@ -299,14 +277,14 @@ def test_a_photo_goes_from_upload_through_review_and_approval_to_the_public_item
     )
 
     # The public (anonymous) item page lists the new specimen with its image.
-    public = _new_page(browser, live_server.url)
+    public = new_page(browser, live_server.url)
     public.goto(target.get_absolute_url())
     specimens = public.locator(".specimen-row")
     assert specimens.count() == 2
     assert specimens.filter(has_text=specimen.record_id).count() == 1
     assert specimens.filter(has_text=specimen.record_id).locator("img").count() >= 1
-    assert not _images_loaded(public), f"broken images: {_images_loaded(public)}"
-    _shot(public, "08-item-page")
+    assert not broken_images(public), f"broken images: {broken_images(public)}"
+    shot(public, "08-item-page")
     assert not (visitor.js_errors or page.js_errors or public.js_errors)
 
 

@@ -106,7 +106,12 @@ class TestSubmissionCreateOnABrokenDisk:
     def test_the_form_shows_the_reason_instead_of_an_error_page(self, client, monkeypatch, settings):
         BrokenDisk(monkeypatch)
         photo, _ = _photos(2)
-        data = {"photo_1": photo, "side_1": "obverse", "requester_name": "Ada", "requester_email": "ada@example.org"}
+        data = {
+            "photo_1": photo,
+            "requester_name": "Ada",
+            "requester_email": "ada@example.org",
+            "photo_licence": "none",
+        }
         response = client.post(reverse("identification:identify"), data)
         assert response.status_code == 507
         assert "no room to store photos" in response.content.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import numpy as np
 import pytest
@@ -49,6 +50,35 @@ class TestSubmissionCreate:
             create(**kwargs)
         assert field in excinfo.value.message_dict
         assert Submission.objects.count() == 0
+
+    def test_every_reason_is_given_at_once(self):
+        with pytest.raises(ValidationError) as excinfo:
+            create(files=[], requester_name="", requester_email="ada@", photo_licence="")
+        assert set(excinfo.value.message_dict) == {"images", "requester_name", "requester_email", "photo_licence"}
+
+    def test_the_publication_choice_is_stored_and_a_credit_only_with_a_licence(self):
+        published = create(photo_licence="cc-by-4.0", photo_credit="  Ada L. ")
+        private = create(photo_licence="none", photo_credit="Ada L.", requester_email="ada2@example.org")
+        assert (published.photo_licence, published.photo_credit) == ("cc-by-4.0", "Ada L.")
+        assert (private.photo_licence, private.photo_credit) == ("none", "")
+        assert create(requester_email="ada3@example.org").photo_licence == "none"  # not said: not published
+
+    def test_the_same_key_from_the_same_sender_answers_with_the_first_submission(self):
+        key = uuid.uuid4()
+        first = create(idempotency_key=key, client_ip="192.0.2.1")
+        with pytest.raises(services.AlreadySent) as sent:
+            create(idempotency_key=key, client_ip="192.0.2.1", files=[photo_upload(pattern_png(2))])
+        assert sent.value.submission == first and Submission.objects.count() == 1
+        assert first.images.count() == 1
+
+    def test_a_key_used_by_someone_else_is_refused_without_revealing_their_submission(self, volunteer):
+        key = uuid.uuid4()
+        create(idempotency_key=key, client_ip="192.0.2.1")
+        for other in ({"client_ip": "198.51.100.9", "requester_email": "eve@example.org"}, {"user": volunteer}):
+            with pytest.raises(ValidationError) as refused:
+                create(idempotency_key=key, **other)
+            assert "idempotency_key" in refused.value.message_dict
+        assert Submission.objects.count() == 1
 
     def test_it_rejects_files_over_the_size_limit(self, settings):
         settings.OBVERSE_MAX_UPLOAD_BYTES = 100
@@ -291,6 +321,33 @@ class TestRecompute:
         submission.refresh_from_db()
         assert submission.filters == {"region": gaul.slug}
         assert list(submission.candidates.values_list("item_id", flat=True)) == [gallic.pk]
+
+    def test_a_legend_hint_narrows_to_the_types_whose_legend_holds_those_letters(self, fake_pipeline):
+        probus = make_item(obverse_legend="IMP PROBVS P F AVG", reverse_legend="VIRTVS AVG")
+        trajan = make_item(obverse_legend="IMP TRAIANO AVG", reverse_legend="SPQR OPTIMO PRINCIPI")
+        catalogue_image(trajan, seed=704, pipeline=fake_pipeline)
+        catalogue_image(probus, seed=705, pipeline=fake_pipeline)
+        submission = create(files=[photo_upload(pattern_png(704))])
+        services.submission_process(submission_id=submission.pk)
+        assert submission.candidates.get(rank=1).item_id == trajan.pk  # the picture alone says Trajan
+        services.submission_recompute(submission_id=submission.pk, filters={"legend": "…virtus…"})
+        submission.refresh_from_db()
+        assert submission.filters == {"legend": "…virtus…"}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [probus.pk]
+
+    def test_a_date_range_keeps_the_types_struck_in_those_years(self, fake_pipeline):
+        augustus = make_item(date_from=-27, date_to=14)
+        constantine = make_item(date_from=307, date_to=337)
+        catalogue_image(augustus, seed=706, pipeline=fake_pipeline)
+        catalogue_image(constantine, seed=707, pipeline=fake_pipeline)
+        submission = create(files=[photo_upload(pattern_png(706))])
+        services.submission_process(submission_id=submission.pk)
+        services.submission_recompute(submission_id=submission.pk, filters={"date_from": "300", "date_to": ""})
+        submission.refresh_from_db()
+        assert submission.filters == {"date_from": 300}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [constantine.pk]
+        services.submission_recompute(submission_id=submission.pk, filters={"date_from": -50, "date_to": 1})
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [augustus.pk]
 
     def test_it_refuses_before_processing_has_finished(self):
         submission = create()

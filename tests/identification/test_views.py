@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from uuid import uuid4
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -19,31 +21,79 @@ def photo(seed: int = 1) -> SimpleUploadedFile:
     return SimpleUploadedFile("coin.png", pattern_png(seed), content_type="image/png")
 
 
+CONTACT = {"requester_name": "Ada", "requester_email": "a@example.org", "photo_licence": "cc-by-4.0"}
+
+
 class TestIdentifyForm:
-    def test_it_shows_the_form_with_camera_capture(self, client):
+    def test_it_asks_for_both_sides_with_camera_capture_tips_and_consent(self, client):
         response = client.get("/identify/")
         assert response.status_code == 200
         html = response.content.decode()
-        assert 'capture="environment"' in html and 'accept="image/*"' in html
+        assert html.count('capture="environment"') == 2 and 'accept="image/*"' in html
         assert 'name="requester_email"' in html
+        assert ">Obverse<" in html and ">Reverse<" in html and "Tips for a good photo" in html
+        assert "many coin types share one side" in html  # why the second photo
+        assert "May we publish your photos?" in html and 'value="none"' in html and "CC BY 4.0" in html
+        assert html.count('class="required"') == 4  # photos, name, email, publication
+        assert 'name="idempotency_key"' in html
 
     def test_a_visitor_submits_and_is_sent_to_the_status_page(self, client):
-        data = {"photo_1": photo(), "side_1": "unknown", "requester_name": "Ada", "requester_email": "a@example.org"}
+        data = {"photo_1": photo(), "photo_credit": "Ada L.", **CONTACT}
         response = client.post("/identify/", data)
         submission = Submission.objects.get()
         assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
+        assert (submission.photo_licence, submission.photo_credit) == ("cc-by-4.0", "Ada L.")
+        assert submission.images.get().declared_side == "obverse"  # the zone it was dropped in
+
+    def test_every_problem_is_shown_at_once_and_nothing_is_stored(self, client):
+        response = client.post("/identify/", {"requester_email": "not-an-address", "idempotency_key": str(uuid4())})
+        assert response.status_code == 400
+        errors = response.context["errors"]
+        assert set(errors) == {"photos", "requester_name", "requester_email", "photo_licence"}
+        html = response.content.decode()
+        assert "4 things need your attention" in html
+        assert "at least 1 photo" in html and "valid email address" in html and "Choose whether your photos" in html
+        assert 'value="not-an-address"' in html  # what was typed is kept
+        assert Submission.objects.count() == 0
+
+    def test_without_a_script_the_form_says_to_choose_the_photos_again(self, client):
+        response = client.post("/identify/", {"photo_1": photo(), "requester_name": "Ada"})
+        assert response.status_code == 400
+        assert "Please choose your photos again" in response.content.decode()
 
     def test_missing_contact_details_are_shown_on_the_form(self, client):
-        response = client.post("/identify/", {"photo_1": photo()})
+        response = client.post("/identify/", {"photo_1": photo(), "photo_licence": "none"})
         assert response.status_code == 400
         assert "email address is required" in response.content.decode()
         assert Submission.objects.count() == 0
 
-    def test_a_logged_in_user_submits_without_contact_details(self, client, volunteer):
+    def test_a_logged_in_user_submits_both_sides_without_contact_details(self, client, volunteer):
         client.force_login(volunteer)
-        response = client.post("/identify/", {"photo_1": photo(), "photo_2": photo(2), "side_2": "reverse"})
+        response = client.post("/identify/", {"photo_1": photo(), "photo_2": photo(2), "photo_licence": "none"})
         assert response.status_code == 302
-        assert Submission.objects.get().images.count() == 2
+        images = Submission.objects.get().images.order_by("position")
+        assert [image.declared_side for image in images] == ["obverse", "reverse"]
+
+    def test_the_sides_are_the_zones_unless_the_sender_is_unsure(self, client):
+        client.post("/identify/", {"photo_2": photo(2), **CONTACT})
+        client.post("/identify/", {"photo_1": photo(), "photo_2": photo(2), "sides_unsure": "on", **CONTACT})
+        only_reverse, unsure = Submission.objects.order_by("created_at")
+        assert [image.declared_side for image in only_reverse.images.all()] == ["reverse"]
+        assert [image.declared_side for image in unsure.images.all()] == ["unknown", "unknown"]
+
+    def test_sending_the_form_again_after_going_back_makes_no_duplicate(self, client):
+        key = str(uuid4())
+        first = client.post("/identify/", {"photo_1": photo(), "idempotency_key": key, **CONTACT})
+        again = client.post("/identify/", {"photo_1": photo(), "idempotency_key": key, **CONTACT}, follow=True)
+        submission = Submission.objects.get()
+        assert first["Location"] == again.redirect_chain[0][0] == submission.get_absolute_url()
+        assert "You had sent these photos already" in again.content.decode()
+
+    def test_the_key_is_kept_after_an_error_and_new_on_a_new_form(self, client):
+        key = str(uuid4())
+        html = client.post("/identify/", {"idempotency_key": key}).content.decode()
+        assert f'name="idempotency_key" value="{key}"' in html
+        assert key not in client.get("/identify/").content.decode()
 
 
 class TestExamples:
@@ -88,7 +138,7 @@ class TestSubmissionPages:
         submission = services.submission_create(files=[photo(5)], requester_name="A", requester_email="a@example.org")
         services.submission_process(submission_id=submission.pk)
         html = client.get(submission.get_absolute_url()).content.decode()
-        assert "Your photo" in html and "Cut-out" in html
+        assert "Your photo" in html and "Cut out and turned upright (30° anticlockwise)" in html
         assert "RIC IX 8B" in html and item.get_absolute_url() in html
         assert 'data-rotate="-30.0"' in html  # the catalogue image turned to the query's orientation
         assert "None of these look right?" in html
@@ -109,16 +159,25 @@ class TestSubmissionPages:
             html = client.get(submission.get_absolute_url()).content.decode()
         assert html.count('<span title="Mint">') == 8
 
-    def test_a_candidate_moved_by_its_metadata_shows_by_how_much(self, client, fake_pipeline):
+    def test_the_score_shown_is_the_one_that_ranks_with_its_parts_on_demand(self, client, fake_pipeline):
         for seed in (8, 9):
             catalogue_image(make_item(), seed=seed, pipeline=fake_pipeline)
         submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
         services.submission_process(submission_id=submission.pk)
         first, second = submission.candidates.order_by("rank")
-        first.agreement, second.agreement = 0.0123, 0.0
+        first.score, first.agreement, second.score, second.agreement = 0.2, 1.29, 0.9, 0.0
         first.save(), second.save()
         html = client.get(submission.get_absolute_url()).content.decode()
-        assert html.count("metadata agreement") == 1 and "metadata agreement +0.012" in html
+        cards = html[html.index('class="candidate-grid"') :]
+        scores = re.findall(r'class="score">score ([\d.-]+)<', cards)
+        assert scores == ["1.49", "0.90"]  # the totals, in the cards' order
+        assert "Image similarity <strong>0.200</strong>, metadata agreement <strong>+1.290</strong>" in html
+        assert "Image similarity <strong>0.900</strong>." in html  # no agreement: no part to show
+        assert "Likely match:" in html and "(1.49 against 0.90)" in html  # 0.59 ahead: well over the gap
+        second.score = 1.45
+        second.save()
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert "No confident match" in html and "Likely match" not in html  # 0.04 ahead
 
     def test_a_failed_submission_shows_the_reason(self, client):
         submission = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
@@ -153,6 +212,29 @@ class TestSubmissionPages:
         submission.refresh_from_db()
         assert submission.filters == {"region": gaul.slug}
         assert list(submission.candidates.values_list("item_id", flat=True)) == [gallic.pk]
+
+    def test_any_term_of_the_vocabulary_is_offered_not_only_the_candidates(self, client, fake_pipeline):
+        hadrian, nero = make_concept("authority", "Hadrian"), make_concept("authority", "Nero")
+        catalogue_image(make_item(concepts=[hadrian]), seed=8, pipeline=fake_pipeline)
+        make_item(concepts=[nero])  # in the catalogue, without images: never a candidate here
+        submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        among = html.index('<optgroup label="Among these candidates">')
+        elsewhere = html.index('<optgroup label="Elsewhere in the catalogue">')
+        assert among < html.index(f'value="{hadrian.slug}"') < elsewhere < html.index(f'value="{nero.slug}"')
+        assert 'name="date_from"' in html and 'name="legend"' in html
+
+    def test_the_status_says_the_step_and_the_place_in_the_queue(self, client):
+        ahead = services.submission_create(files=[photo()], requester_name="A", requester_email="a@example.org")
+        mine = services.submission_create(files=[photo(2)], requester_name="B", requester_email="b@example.org")
+        html = client.get(mine.get_absolute_url()).content.decode()
+        assert "Status: <strong data-status-text>Waiting in the queue</strong>" in html
+        assert "1 submission ahead of yours in the queue." in html
+        Submission.objects.filter(pk=ahead.pk).update(status=SubmissionStatus.PROCESSING, step="classifying")
+        assert "Yours is next" not in client.get(mine.get_absolute_url()).content.decode()  # still one ahead
+        status = client.get(f"/identify/{ahead.pk}/status.json").json()
+        assert status["status_text"] == "Classifying (step 5 of 7)"
 
     def test_when_the_photos_index_was_replaced_narrowing_sends_them_back_to_the_worker(
         self, client, fake_pipeline, django_capture_on_commit_callbacks

@@ -315,6 +315,13 @@ class TestQueryPath:
         assert predictions["material"].value == "Silver"
         assert 0.0 <= predictions["material"].confidence <= 1.0
         assert predictions["material"].raw > 0.9  # the much nearer neighbour dominates the vote
+        assert pipeline.metadata_calibrated()
+
+    def test_before_any_training_metadata_confidences_are_said_to_be_uncalibrated(self, pretrained_dir, tmp_path):
+        # Raw vote shares read like probabilities but are not: the result page must know (issue 23).
+        # (A folder of its own: the module's pretrained folder gains a trained version in another test.)
+        untrained = link_pretrained(REPO_MODELS, tmp_path)
+        assert not Pipeline(untrained).metadata_calibrated()
 
 
 @pytest.mark.data

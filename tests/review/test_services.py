@@ -18,7 +18,17 @@ from identification.models import Candidate, Submission, SubmissionStatus
 from review import selectors
 from review import services as rs
 from review.models import Claim, Proposal, ProposalKind, ProposalStatus, Review, ReviewEvent
-from tests.factories import claim_and_review, make_concept, make_item, make_submission, make_user, pattern_png
+from tests.factories import (
+    claim_and_review,
+    make_concept,
+    make_image,
+    make_item,
+    make_source,
+    make_specimen,
+    make_submission,
+    make_user,
+    pattern_png,
+)
 
 # Approvals index the new catalogue images inline: with the fake pipeline, never the real models.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_pipeline")]
@@ -277,6 +287,56 @@ class TestProposalApprove:
         event = ReviewEvent.objects.get(action="approved")
         assert (event.actor, event.item, event.specimen) == (curator, item, specimen)
 
+    def test_the_photos_are_published_under_the_licence_and_credit_the_contributor_chose(
+        self, client, volunteer, volunteer2, curator
+    ):
+        ans = make_source(name="American Numismatic Society", licence="ODbL")
+        item = make_item(source=ans)
+        submission = make_submission([item], photo_licence="cc-by-4.0")
+        Submission.objects.filter(pk=submission.pk).update(photo_credit="Ada Lovelace")
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, volunteer2, item=item)
+        specimen = rs.proposal_approve(proposal_id=Proposal.objects.get().pk, user=curator)
+        assert (specimen.image_rights, specimen.image_credit) == ("CC BY 4.0", "Ada Lovelace")
+        assert specimen.images.count() == 1
+        html = client.get(specimen.get_absolute_url()).content.decode()
+        assert "Ada Lovelace" in html
+        assert 'href="http://creativecommons.org/licenses/by/4.0/" rel="license">CC BY 4.0</a>' in html
+        # The ANS is credited for the type's description, not as the source of the contributor's photos.
+        assert "Source: American Numismatic Society" not in html
+        assert "Type description: American Numismatic Society" in html
+
+    def test_photos_the_contributor_chose_not_to_publish_never_reach_the_catalogue(
+        self, client, volunteer, volunteer2, curator, django_capture_on_commit_callbacks
+    ):
+        submission, item, proposal = self._proposed(volunteer, volunteer2, two_photos=True, photo_licence="none")
+        with django_capture_on_commit_callbacks(execute=True):
+            specimen = rs.proposal_approve(proposal_id=proposal.pk, user=curator)
+        assert specimen.item == item and specimen.is_public  # the identification is recorded
+        assert not SpecimenImage.objects.filter(specimen=specimen).exists()
+        assert not ImageEmbedding.objects.filter(image__specimen=specimen).exists()
+        assert (specimen.image_rights, specimen.image_credit) == ("", "")
+        html = client.get(specimen.get_absolute_url()).content.decode()
+        assert "No images of this specimen" in html
+        assert submission.images.get(position=0).original.url not in html
+        assert client.get(f"/iiif/specimens/{specimen.pk}/manifest.json").status_code == 404
+
+    def test_a_photo_whose_side_nobody_could_read_takes_the_side_it_was_matched_on(
+        self, volunteer, volunteer2, curator
+    ):
+        item = make_item()
+        matched = make_image(make_specimen(item), side="reverse")
+        submission = make_submission([item], two_photos=True)
+        submission.images.update(side="unknown", declared_side="unknown")
+        Candidate.objects.filter(submission=submission).update(matched_image=matched)  # photo 1 matched a reverse
+        claim_and_review(submission, volunteer, item=item)
+        claim_and_review(submission, volunteer2, item=item)
+        specimen = rs.proposal_approve(proposal_id=Proposal.objects.get().pk, user=curator)
+        sides = dict(specimen.images.values_list("image", "side"))
+        assert sorted(sides.values()) == ["obverse", "reverse"]  # not "other": the pair's other photo is the obverse
+        first = specimen.images.get(side="reverse")
+        assert first.image.read() == submission.images.get(position=0).original.read()
+
     def test_the_catalogue_gets_the_upright_photo_when_the_pipeline_made_one(self, volunteer, volunteer2, curator):
         submission, _, proposal = self._proposed(volunteer, volunteer2)
         photo = submission.images.get()
@@ -430,7 +490,9 @@ def test_the_whole_loop_with_the_pipeline_indexes_the_new_specimen(
         image.image.save(f"{seed}.png", ContentFile(pattern_png(seed)), save=True)
         indexing.catalogue_image_index(image_id=image.pk, pipeline=pipeline)
     upload = SimpleUploadedFile("coin.png", pattern_png(41), content_type="image/png")
-    submission = services.submission_create(files=[upload], requester_name="Ada", requester_email="a@example.org")
+    submission = services.submission_create(
+        files=[upload], requester_name="Ada", requester_email="a@example.org", photo_licence="cc-by-4.0"
+    )
     services.submission_process(submission_id=submission.pk)
     best = Candidate.objects.get(submission=submission, rank=1).item
     assert best == items[1]

@@ -224,6 +224,14 @@ class TestProposalPages:
         assert "ranked it <strong>#1</strong>" in html
         assert html.count("cut-out") >= 2
         assert volunteer.username in html and volunteer2.username in html
+        assert "under <strong>CC BY 4.0</strong>, credited to <strong>an Obverse contributor</strong>" in html
+
+    def test_the_detail_says_when_the_photos_will_not_be_published(self, client, volunteer, volunteer2, curator):
+        _, _, proposal = proposed(volunteer, volunteer2, photo_licence="none")
+        client.force_login(curator)
+        html = client.get(f"/review/proposals/{proposal.pk}/").content.decode()
+        assert "Photos not published" in html and "without images" in html
+        assert "indexed for search" not in html
 
     def test_approving_publishes_the_specimen_on_the_item_page(self, client, volunteer, volunteer2, curator):
         _, item, proposal = proposed(volunteer, volunteer2)

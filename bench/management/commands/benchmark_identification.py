@@ -223,6 +223,9 @@ class Command(BaseCommand):
                     "sides": [{"predicted": predicted, "true": truth} for predicted, truth in outcome["sides"]],
                     "rank": ranked.index(record.type_id) + 1 if record.type_id in ranked else None,
                     "candidates": ranked,
+                    # What ranked them (score + agreement = the total the result page shows), for
+                    # calibrating "no confident match" (docs/confidence.md).
+                    "scores": outcome["scores"],
                 }
             )
             latencies.extend([outcome["latency_ms"] / len(query["photos"])] * len(query["photos"]))
@@ -334,7 +337,8 @@ class Command(BaseCommand):
             for pk, item_id in hidden:
                 ImageEmbedding.objects.filter(pk=pk).update(item_id=item_id)
         submission.refresh_from_db()
-        ranked = [c.item.uri for c in submission.candidates.select_related("item").order_by("rank")]
+        candidates = list(submission.candidates.select_related("item").order_by("rank"))
+        ranked = [c.item.uri for c in candidates]
         images = list(submission.images.order_by("position"))
         metadata = {}
         if len(images) == 1:
@@ -343,6 +347,7 @@ class Command(BaseCommand):
             }
         return {
             "ranked_uris": ranked,
+            "scores": [{"score": c.score, "agreement": c.agreement} for c in candidates],
             "latency_ms": latency_ms,
             "sides": [(image.side, truth) for image, (_, truth) in zip(images, query["photos"], strict=False)],
             "metadata": metadata,

@@ -8,15 +8,18 @@ from django.core.management.base import BaseCommand, CommandError
 
 from collection.roles import ensure_role_groups
 
+# Two volunteers: a proposal needs OBVERSE_REVIEW_CONSENSUS (2) agreeing reviews, and one volunteer
+# cannot review a submission twice.
 DEMO_USERS = (
     ("volunteer", "volunteer", "obverse-volunteer", False, False),
+    ("volunteer2", "volunteer", "obverse-volunteer2", False, False),
     ("curator", "curator", "obverse-curator", True, False),
     ("admin", None, "obverse-admin", True, True),
 )
 
 
 class Command(BaseCommand):
-    help = "Create demo users volunteer/curator/admin with known passwords (development only)."
+    help = "Create demo users volunteer/volunteer2/curator/admin with known passwords (development only)."
 
     def handle(self, *args, **options):
         if getattr(settings, "ENVIRONMENT", "production") != "development":

@@ -29,12 +29,16 @@ def catalogue_records(*, exclude_record_ids: set[str] = frozenset()) -> list[Cat
         paths = {image.side: Path(image.image.path) for image in specimen.images.all() if image.side != "other"}
         if not paths:
             continue
+        labels = _labels(specimen.item)
+        authority = labels.get(ConceptKind.AUTHORITY, "")
+        designs = {side: item_design(specimen.item, side, authority=authority) for side in (Side.OBVERSE, Side.REVERSE)}
         records.append(
             CatalogueRecord(
                 record_id=specimen.record_id,
                 type_id=item_type_id(specimen.item),
                 images=paths,
-                labels=_labels(specimen.item),
+                labels=labels,
+                designs={side: key for side, key in designs.items() if key},
             )
         )
     return records

@@ -30,6 +30,18 @@ def test_a_record_carries_every_concept_kind_of_its_item():
     assert set(record.images) == {"obverse", "reverse"}
 
 
+def test_a_record_carries_its_items_design_per_side_as_the_benchmarks_and_training_read_it():
+    from mlcore.dataset import design_key
+
+    item = make_item(concepts=[make_concept("authority", "Hadrian")])
+    item.obverse_legend, item.obverse_description = "HADRIANVS AVG", "Bust laureate right"
+    item.save()
+    specimen = make_specimen(item)
+    make_image(specimen, side="obverse")
+    (record,) = catalogue_records()
+    assert record.designs == {"obverse": design_key("Hadrian", "HADRIANVS AVG", "Bust laureate right")}
+
+
 def test_specimens_without_an_item_or_an_image_or_left_out_are_not_records():
     item = make_item(uri="")  # no type URI: the item's key stands in
     make_specimen(item)  # no image

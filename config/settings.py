@@ -180,10 +180,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["collection.api.params.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "collection.api.schema.AutoSchema",
+    # Every API error, whatever raised it, answers {"errors": {field: [reasons]}}.
+    "EXCEPTION_HANDLER": "collection.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "submissions_anon": env_str("OBVERSE_API_ANON_RATE", "30/hour"),
         "submissions_user": env_str("OBVERSE_API_USER_RATE", "600/hour"),
@@ -194,6 +196,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read the digital collection and identify specimens from photographs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so uploads are documented as files (format: binary).
+    "COMPONENT_SPLIT_REQUEST": True,
     # Items and submissions both have a `status` enum; name them apart in the schema.
     "ENUM_NAME_OVERRIDES": {
         "ItemStatusEnum": "collection.models.ItemStatus",

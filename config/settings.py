@@ -193,7 +193,17 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Obverse API",
-    "DESCRIPTION": "Read the digital collection and identify specimens from photographs.",
+    "DESCRIPTION": (
+        "Read the digital collection and identify specimens from photographs.\n\n"
+        "This document is the contract of API v1, served under /api/v1/. Within v1 changes only add: new "
+        "endpoints, new optional parameters and body fields, new response fields (ignore unknown ones), new "
+        "links, accepting input that used to be refused. Anything else (removing or renaming, changing a type "
+        "or meaning, new required input, refusing accepted input, a new enumeration value, a different status "
+        "code) is a new version, /api/v2/, served beside v1 for an announced transition.\n\n"
+        'Every error is JSON {"errors": {field: [reasons]}} (non_field_errors for the request as a whole). '
+        "Each operation lists its statuses; a method an endpoint does not offer is a 405 (a 403 for a write "
+        "to the read-only catalogue without credentials), any other URL under /api/ a 404."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Request bodies get their own components, so uploads are documented as files (format: binary).

@@ -30,6 +30,8 @@ FACET_KINDS: tuple[str, ...] = (
 )
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
+# ASCII digits, few enough for any bound used here (int() refuses more than 4300 digits on its own).
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,30}")
 # What the schema promises for a concept parameter: a slug, or nothing (an empty value is no filter).
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]*$"
 # Years are PostgreSQL integers (Item.date_from/date_to); a bound outside them could match nothing.
@@ -48,7 +50,8 @@ class SlugListField(forms.Field):
             return []
         if isinstance(value, str):
             value = [value]
-        return [slug for slug in dict.fromkeys(str(v).strip() for v in value) if slug]
+        # Not stripped: " rome" is refused like any other text that is not a slug, as the schema says.
+        return [slug for slug in dict.fromkeys(str(v) for v in value) if slug]
 
     def validate(self, value: list[str]) -> None:
         super().validate(value)
@@ -65,7 +68,6 @@ class StrictBooleanField(forms.Field):
     widget = forms.TextInput  # NullBooleanField's widgets quietly turn unknown values into "no filter"
 
     def to_python(self, value) -> bool | None:
-        value = (value or "").strip()
         if not value:
             return None
         if value not in ("true", "false"):
@@ -77,10 +79,25 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
 
 
+class WholeNumberField(forms.IntegerField):
+    """Digits with an optional minus ("12", "-44"); empty is no value.
+
+    forms.IntegerField would also take " 12 ", "12.0" and "1_2": values a client did not mean as
+    whole numbers are refused instead, as the schema's ``integer`` says.
+    """
+
+    def to_python(self, value) -> int | None:
+        if value in self.empty_values:
+            return None
+        if not _WHOLE_NUMBER.fullmatch(str(value)):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return int(value)
+
+
 class IntegerFilter(django_filters.NumberFilter):
     """A whole number between ``min_value`` and ``max_value`` (NumberFilter would take 1.5 too)."""
 
-    field_class = forms.IntegerField
+    field_class = WholeNumberField
 
 
 def integer_filter(*, minimum: int, maximum: int, **kwargs) -> IntegerFilter:

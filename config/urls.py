@@ -18,9 +18,9 @@ urlpatterns = [
     path("api/v1/", include("identification.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
-    # Any other /api/ URL: a 404 in the API's error shape. Ends in "/" so that APPEND_SLASH still
-    # redirects /api/v1/items to /api/v1/items/.
-    re_path(r"^api/(?P<path>(?:.*/)?)$", api_errors.not_found, name="api-not-found"),
+    # Any other /api/ URL (even one with a newline in it, hence [\s\S]): a 404 in the API's error
+    # shape. Ends in "/" so that APPEND_SLASH still redirects /api/v1/items to /api/v1/items/.
+    re_path(r"^api/(?P<path>(?:[\s\S]*/)?)$", api_errors.not_found, name="api-not-found"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

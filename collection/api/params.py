@@ -7,16 +7,14 @@ last value. Here each of those is a 400 naming the parameter, in the API's error
 
 from __future__ import annotations
 
-import re
-
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 
+from collection.filtersets import WholeNumberField
+
 GIVE_ONCE = "Give this parameter once."
-# Plain ASCII digits, few enough for any bound used here: int() alone would also take "1_000",
-# " 7 " and other scripts' digits, and refuse more than 4300 digits with an error of its own.
-_INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 
 def single_value(request, name: str) -> str | None:
@@ -29,10 +27,11 @@ def single_value(request, name: str) -> str | None:
 
 def bounded_int(value: str, *, name: str, minimum: int, maximum: int) -> int:
     """``value`` as a whole number in [minimum, maximum]; 400 naming ``name`` otherwise."""
-    number = int(value) if _INTEGER.fullmatch(value) else None
-    if number is None or not minimum <= number <= maximum:
-        raise ValidationError({name: [f"Give a whole number from {minimum} to {maximum}."]})
-    return number
+    field = WholeNumberField(min_value=minimum, max_value=maximum, error_messages={"required": "Enter a whole number."})
+    try:
+        return field.clean(value)
+    except DjangoValidationError as exc:
+        raise ValidationError({name: exc.messages}) from exc
 
 
 class StrictFilterBackend(DjangoFilterBackend):

@@ -7,7 +7,8 @@ is added here, from the operation and its view, so that no endpoint can forget i
   400 where it takes input, 403 for a refused token, 404 for an unknown id or a page past the end,
   413/415 where it reads a body, 429 where it is rate-limited (with ``Retry-After``);
 - that no text input may contain a NUL character: PostgreSQL cannot store or search one, and
-  Django's form and serializer fields refuse it with a 400.
+  Django's form and serializer fields refuse it with a 400;
+- that a filter may be given empty (``allowEmptyValue``), meaning no filter, as forms send them.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ class AutoSchema(openapi.AutoSchema):
         operation = super().get_operation(*args, **kwargs)
         if operation is None:
             return None
+        filters = {parameter["name"] for parameter in self._get_filter_parameters()}
         for parameter in operation.get("parameters", []):
             forbid_nul(parameter["schema"])
+            if parameter["name"] in filters and parameter["in"] == "query" and not parameter.get("required"):
+                # An empty filter is no filter, as the collection page's form sends it (?date_from=&sort=).
+                parameter["allowEmptyValue"] = True
         responses = operation["responses"]
         errors = self.resolve_serializer(ErrorsSerializer, "response").ref
         for code in self.error_codes(operation):

@@ -35,8 +35,9 @@ class SubmissionCreateSerializer(serializers.Serializer):
         max_length=200,
         help_text="Required without a token (a curator replies to this person); never published.",
     )
+    # Not trimmed: "  " is not blank but no address, and refused as the schema says (email, or empty).
     requester_email = serializers.EmailField(
-        required=False, allow_blank=True, help_text="Required without a token; never published."
+        required=False, allow_blank=True, trim_whitespace=False, help_text="Required without a token; never published."
     )
 
 

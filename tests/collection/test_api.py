@@ -280,7 +280,11 @@ class TestParameters:
             ({"page_size": "abc"}, "page_size"),
             ({"page_size": " 7"}, "page_size"),
             ({"page": ["1", "2"]}, "page"),
+            ({"page": ""}, "page"),
             ({"date_from": "1.5"}, "date_from"),
+            ({"date_from": "1.0"}, "date_from"),
+            ({"date_from": " 5"}, "date_from"),
+            ({"mint": " rome"}, "mint"),
             ({"date_to": str(2**31)}, "date_to"),
             ({"q": ["a", "b"]}, "q"),
             ({"sort": ["title", "date"]}, "sort"),
@@ -293,7 +297,14 @@ class TestParameters:
 
     @pytest.mark.parametrize(
         "params",
-        [{"has_images": "maybe"}, {"has_images": "1"}, {"item": "1.5"}, {"item": "0"}, {"record_id": ["a", "b"]}],
+        [
+            {"has_images": "maybe"},
+            {"has_images": "1"},
+            {"has_images": " true"},
+            {"item": "1.5"},
+            {"item": "0"},
+            {"record_id": ["a", "b"]},
+        ],
     )
     def test_a_bad_specimen_parameter_is_a_400(self, api, catalogue, params):
         response = api.get(reverse("specimen-list"), params)
@@ -302,6 +313,12 @@ class TestParameters:
     def test_concept_parameters_may_repeat_and_may_be_empty(self, api, catalogue):
         body = api.get(reverse("item-list"), {"mint": ["rome", "constantinople", ""], "page_size": "200"}).json()
         assert body["count"] == 2
+
+    def test_an_empty_filter_is_no_filter_as_the_collection_form_sends_it(self, api, catalogue):
+        empty = {"q": "", "date_from": "", "date_to": "", "sort": "", "status": "", "mint": "", "uri": ""}
+        body = api.get(reverse("item-list"), empty).json()
+        assert body["count"] == 2
+        assert api.get(reverse("specimen-list"), {"has_images": "", "item": ""}).json()["count"] == 2
 
     def test_a_page_past_the_last_is_a_404_in_the_error_shape(self, api, catalogue):
         response = api.get(reverse("item-list"), {"page": "3"})
@@ -325,7 +342,7 @@ class TestErrors:
     @pytest.mark.parametrize("debug", [False, True])  # make run has DEBUG on: the same answer there
     def test_a_url_no_view_matches_is_a_404_in_json_under_api_and_a_page_elsewhere(self, api, db, settings, debug):
         settings.DEBUG = debug
-        for url in ("/api/v1/submissions/not-a-uuid/", "/api/v1/items/1.5/", "/api/v2/"):
+        for url in ("/api/v1/submissions/not-a-uuid/", "/api/v1/submissions/a%0Ab/", "/api/v1/items/1.5/", "/api/v2/"):
             response = api.get(url)
             assert response.status_code == 404 and response["Content-Type"] == "application/json", url
             assert response.json() == {"errors": {"non_field_errors": ["Not found."]}}

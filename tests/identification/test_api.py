@@ -61,6 +61,7 @@ class TestCreate:
             ({"images": [photo(1), photo(2), photo(3)]}, "images"),
             ({"sides": ["sideways"]}, "sides"),
             ({"requester_email": "not-an-email"}, "requester_email"),
+            ({"requester_email": "   "}, "requester_email"),  # white space is not an address, nor blank
             ({"requester_email": ""}, "requester_email"),
             ({"requester_name": ""}, "requester_name"),
         ],

@@ -29,7 +29,7 @@ FACET_KINDS: tuple[str, ...] = (
     ConceptKind.OBJECT_TYPE,
 )
 
-_SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")  # fullmatch: "$" would let "rome\n" through
 # ASCII digits, few enough for any bound used here (int() refuses more than 4300 digits on its own).
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,30}")
 # What the schema promises for a concept parameter: a slug, or nothing (an empty value is no filter).
@@ -56,7 +56,7 @@ class SlugListField(forms.Field):
     def validate(self, value: list[str]) -> None:
         super().validate(value)
         for slug in value:
-            if not _SLUG.match(slug):
+            if not _SLUG.fullmatch(slug):
                 # The slug goes in as a parameter, never into the message itself: django-filter
                 # %-formats messages, so a "%" in what the user typed would crash it.
                 raise ValidationError("%(slug)s is not a valid slug.", code="invalid_slug", params={"slug": repr(slug)})

@@ -285,6 +285,7 @@ class TestParameters:
             ({"date_from": "1.0"}, "date_from"),
             ({"date_from": " 5"}, "date_from"),
             ({"mint": " rome"}, "mint"),
+            ({"mint": "rome\n"}, "mint"),
             ({"date_to": str(2**31)}, "date_to"),
             ({"q": ["a", "b"]}, "q"),
             ({"sort": ["title", "date"]}, "sort"),

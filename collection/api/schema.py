@@ -37,6 +37,13 @@ def forbid_nul(schema: dict) -> None:
         schema["pattern"] = NO_NUL_PATTERN
 
 
+def admits_empty(schema: dict) -> bool:
+    """Whether "" is already valid (free text, or a list whose items may be empty): no need to say so."""
+    if schema.get("type") == "array":
+        return True  # ?mint= is a list of one empty item, which the item pattern allows
+    return schema.get("type") == "string" and "enum" not in schema and not schema.get("minLength")
+
+
 class AutoSchema(openapi.AutoSchema):
     """drf-spectacular's AutoSchema, plus the errors and input rules above (DEFAULT_SCHEMA_CLASS)."""
 
@@ -47,7 +54,7 @@ class AutoSchema(openapi.AutoSchema):
         filters = {parameter["name"] for parameter in self._get_filter_parameters()}
         for parameter in operation.get("parameters", []):
             forbid_nul(parameter["schema"])
-            if parameter["name"] in filters and parameter["in"] == "query" and not parameter.get("required"):
+            if parameter["name"] in filters and not parameter.get("required") and not admits_empty(parameter["schema"]):
                 # An empty filter is no filter, as the collection page's form sends it (?date_from=&sort=).
                 parameter["allowEmptyValue"] = True
         responses = operation["responses"]

@@ -72,8 +72,6 @@ def schemathesis_command(base_url: str, token: str) -> list[str]:
         f"{base_url}/api/schema/",
         "--url",
         base_url,
-        "--checks",
-        "all",
         "--max-examples",
         str(EXAMPLES),
         "--seed",

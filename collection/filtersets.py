@@ -17,17 +17,7 @@ from django.db.models.functions import NullIf
 from drf_spectacular.utils import extend_schema_field
 
 from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen
-from collection.selectors import item_search
-
-# The concept kinds offered as facets, in display order; each is also a query parameter (?mint=rome).
-FACET_KINDS: tuple[str, ...] = (
-    ConceptKind.AUTHORITY,
-    ConceptKind.MINT,
-    ConceptKind.REGION,
-    ConceptKind.MATERIAL,
-    ConceptKind.DENOMINATION,
-    ConceptKind.OBJECT_TYPE,
-)
+from collection.search import item_search
 
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")  # fullmatch: "$" would let "rome\n" through
 # ASCII digits, few enough for any bound used here (int() refuses more than 4300 digits on its own).
@@ -199,9 +189,12 @@ class ItemFilterSet(django_filters.FilterSet):
             "title": ["title", "pk"],
         }[sort]
 
-    @classmethod
-    def facet_params(cls) -> tuple[str, ...]:
-        return FACET_KINDS
+
+# The concept kinds offered as facets, in display order: the concept filters declared above, each also a
+# query parameter of the pages and the API (?mint=rome).
+FACET_KINDS: tuple[str, ...] = tuple(
+    str(f.kind) for f in ItemFilterSet.base_filters.values() if isinstance(f, ConceptSlugFilter)
+)
 
 
 class SpecimenFilterSet(django_filters.FilterSet):

@@ -40,7 +40,11 @@ class Source(models.Model):
 
 
 class ConceptKind(models.TextChoices):
-    """Well-known kinds of concept. The field is open: another object family may add its own kinds."""
+    """Well-known kinds of concept, in display order. The field is open: another object family may add its own kinds.
+
+    The one place the catalogue's kinds are named; which of them serve as facets is
+    ``collection.filtersets.FACET_KINDS`` (the filters declared there), the rest is below.
+    """
 
     AUTHORITY = "authority", "Authority"
     MINT = "mint", "Mint"
@@ -51,6 +55,33 @@ class ConceptKind(models.TextChoices):
     CATEGORY = "category", "Category"
     PORTRAIT = "portrait", "Portrait"
     STATE = "state", "State"
+
+    @property
+    def plural(self) -> str:
+        """The label for a count of several: "15 authorities", "3 object types"."""
+        label = str(self.label)
+        return f"{label[:-1]}ies" if label.endswith("y") else f"{label}s"
+
+
+# The kinds that say what a type is at a glance: shown beside a candidate's title and asked for in a
+# new item's draft. mlcore predicts the same four from a photo (``mlcore.dataset.METADATA_FIELDS``,
+# which cannot import this; tests/test_vocabularies.py keeps the two equal).
+KEY_KINDS: tuple[str, ...] = tuple(
+    kind.value for kind in (ConceptKind.AUTHORITY, ConceptKind.MINT, ConceptKind.MATERIAL, ConceptKind.DENOMINATION)
+)
+
+# What a sender may narrow the candidates by, in the order the result page offers them; the page's
+# form, the API and the search all read this.
+CANDIDATE_FILTER_KINDS: tuple[str, ...] = tuple(
+    kind.value
+    for kind in (
+        ConceptKind.AUTHORITY,
+        ConceptKind.MINT,
+        ConceptKind.REGION,
+        ConceptKind.MATERIAL,
+        ConceptKind.DENOMINATION,
+    )
+)
 
 
 class Concept(models.Model):
@@ -204,6 +235,9 @@ class SpecimenImage(models.Model):
     remote_url = models.URLField(max_length=500, blank=True, help_text="Reference to the source's own file.")
     cutout = models.ImageField(upload_to="cutouts/", blank=True, max_length=300)
     thumbnail = models.ImageField(upload_to="thumbnails/", blank=True, max_length=300)
+    # Static IIIF level 0 tiles (collection.linked_data.tiles), cut when the file is stored:
+    # {"folder": storage folder, "tile": tile size, "full_from_image": full size is the image file}.
+    tiles = models.JSONField(default=dict, blank=True)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
@@ -232,7 +266,7 @@ class ImageEmbedding(models.Model):
     side = models.CharField(max_length=10, choices=Side.choices)
     model_name = models.CharField(max_length=100)
     model_version = models.CharField(max_length=200)  # recipe + projection + trained version stamp
-    # halfvec: half the memory and disk of vector(1280) for the same recall (docs/scaling.md, measured to 600k).
+    # halfvec: half the memory and disk of vector(1280) for the same recall (docs/scaling.md).
     vector = HalfVectorField(dimensions=EMBEDDING_DIMENSIONS)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
+from django.db.models import F, FloatField, Q, QuerySet, Value
+
+from collection.models import Item
 
 # 'simple' configuration: legends are Latin/Greek abbreviations that English stemming would mangle.
 _REFRESH_SQL = """
@@ -57,3 +61,20 @@ def query_terms(text: str) -> list[str]:
 def prefix_tsquery(terms: list[str]) -> str:
     """A to_tsquery string where every term may be a prefix: 'constanti:* & avg:*'."""
     return " & ".join(f"{term}:*" for term in terms)
+
+
+def item_search(qs: QuerySet[Item], *, text: str) -> QuerySet[Item]:
+    """Items matching every word of ``text``, ranked; ``rank`` is annotated for sorting.
+
+    A word matches as a prefix of an indexed word (ranked with ts_rank over the weighted vector)
+    or as a substring of the plain search text, so a fragment of a legend such as ``STANTIN``
+    still finds ``CONSTANTINVS`` (pg_trgm is not available, so no similarity search).
+    """
+    terms = query_terms(text)
+    if not terms:
+        return qs.annotate(rank=Value(0.0, output_field=FloatField()))
+    query = SearchQuery(prefix_tsquery(terms), search_type="raw", config="simple")
+    substring = Q()
+    for term in terms:
+        substring &= Q(search_text__contains=term)
+    return qs.filter(Q(search_vector=query) | substring).annotate(rank=SearchRank(F("search_vector"), query))

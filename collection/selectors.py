@@ -12,12 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import Count, F, FloatField, Max, Min, Prefetch, Q, QuerySet, Value
+from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet
 
-from collection.models import Concept, Item, ItemStatus, Specimen, SpecimenImage
+from collection.filtersets import FACET_KINDS, ItemFilterSet
+from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen, SpecimenImage
 from collection.roles import is_curator
-from collection.search import prefix_tsquery, query_terms
 
 
 def item_queryset(*, user=None) -> QuerySet[Item]:
@@ -53,23 +52,6 @@ def item_with_related(qs: QuerySet[Item]) -> QuerySet[Item]:
     return qs.prefetch_related("concepts", public_specimens_prefetch())
 
 
-def item_search(qs: QuerySet[Item], *, text: str) -> QuerySet[Item]:
-    """Items matching every word of ``text``, ranked; ``rank`` is annotated for sorting.
-
-    A word matches as a prefix of an indexed word (ranked with ts_rank over the weighted vector)
-    or as a substring of the plain search text, so a fragment of a legend such as ``STANTIN``
-    still finds ``CONSTANTINVS`` (pg_trgm is not available, so no similarity search).
-    """
-    terms = query_terms(text)
-    if not terms:
-        return qs.annotate(rank=Value(0.0, output_field=FloatField()))
-    query = SearchQuery(prefix_tsquery(terms), search_type="raw", config="simple")
-    substring = Q()
-    for term in terms:
-        substring &= Q(search_text__contains=term)
-    return qs.filter(Q(search_vector=query) | substring).annotate(rank=SearchRank(F("search_vector"), query))
-
-
 @dataclass
 class FacetValue:
     """One concept in a facet with the number of items it would leave."""
@@ -101,8 +83,6 @@ def item_facets(*, data: Mapping, queryset: QuerySet[Item], kinds: Iterable[str]
     mint still shows the other mints one could switch to. Kinds without an active filter share
     one query; each kind with an active filter costs one more.
     """
-    from collection.filtersets import FACET_KINDS, ItemFilterSet
-
     kinds = list(kinds or FACET_KINDS)
     active = {kind: _getlist(data, kind) for kind in kinds}
     groups: list[tuple[list[str], Mapping]] = []
@@ -208,27 +188,18 @@ def collection_figures() -> dict:
         "items": items.count(),
         "specimens": specimens.count(),
         "images": SpecimenImage.objects.filter(specimen__is_public=True).count(),
-        "concepts": [(KIND_PLURALS.get(kind, kind), kind, n) for kind, n in _by_kind_order(counts)],
+        "concepts": [(_kind_plural(kind), kind, n) for kind, n in _by_kind_order(counts)],
         "synthetic": items.filter(source__is_synthetic=True).exists(),
     }
 
 
-# Plural labels for headline figures ("15 authorities"); unknown kinds fall back to their slug.
-KIND_PLURALS = {
-    "authority": "Authorities",
-    "mint": "Mints",
-    "region": "Regions",
-    "material": "Materials",
-    "denomination": "Denominations",
-    "object_type": "Object types",
-    "category": "Categories",
-    "portrait": "Portraits",
-    "state": "States",
-}
+def _kind_plural(kind: str) -> str:
+    """A headline figure's label ("15 authorities"); a kind that is not a ``ConceptKind`` shows its slug."""
+    return ConceptKind(kind).plural if kind in ConceptKind.values else kind
 
 
 def _by_kind_order(counts: dict[str, int]) -> list[tuple[str, int]]:
-    order = list(KIND_PLURALS)
+    order = list(ConceptKind.values)
     return sorted(counts.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
 
 

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import re
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from django.db.models import Q
 from django.utils.text import get_valid_filename
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from collection.linked_data import tiles as iiif_tiles
 from collection.models import Concept, ImageEmbedding, Item, Side, Source, Specimen, SpecimenImage
 from collection.search import item_refresh_search
 
@@ -203,18 +205,8 @@ def item_upsert(
         )
         changed = True
     else:
-        changed = False
         updates = {"uri": uri, "reference": reference[:255], "title": title[:500], "source": source, **fields}
-        for field, value in updates.items():
-            # source_id, not source: reading the relation would cost a query per call.
-            current = getattr(item, "source_id" if field == "source" else field)
-            if not _blank(value) and _blank(current):
-                setattr(item, field, value)
-                changed = True
-        for key, value in (attributes or {}).items():
-            if key not in item.attributes and not _blank(value):
-                item.attributes[key] = value
-                changed = True
+        changed = _item_fill_blanks(item, updates, attributes or {})
     if changed:
         _clean(item, exclude=["search_vector", "search_text", "source"])
     with transaction.atomic(savepoint=False):
@@ -233,6 +225,22 @@ def item_upsert(
         if changed:
             item_refresh_search(item_ids=[item.pk])
     return item, created
+
+
+def _item_fill_blanks(item: Item, updates: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+    """Fill the item's blank fields and add the attribute keys it lacks; return whether anything changed."""
+    changed = False
+    for field, value in updates.items():
+        # source_id, not source: reading the relation would cost a query per call.
+        current = getattr(item, "source_id" if field == "source" else field)
+        if not _blank(value) and _blank(current):
+            setattr(item, field, value)
+            changed = True
+    for key, value in attributes.items():
+        if key not in item.attributes and not _blank(value):
+            item.attributes[key] = value
+            changed = True
+    return changed
 
 
 def _clean(instance, *, exclude: list[str]) -> None:
@@ -282,17 +290,19 @@ def specimen_upsert(*, record_id: str, fields: Mapping[str, Any]) -> tuple[Speci
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A verified catalogue photo, re-encoded without metadata, and its thumbnail."""
+    """A verified catalogue photo, re-encoded without metadata, its thumbnail and its IIIF tiles."""
 
     content: bytes
     extension: str
     width: int
     height: int
     thumbnail: bytes
+    tiles: dict[str, bytes]
 
 
 def image_prepare(*, data: bytes) -> PreparedImage:
-    """Verify that ``data`` decodes as a photo, and re-encode it upright without EXIF/GPS, plus a thumbnail.
+    """Verify that ``data`` decodes as a photo, and re-encode it upright without EXIF/GPS, plus a thumbnail
+    and the static IIIF tiles (``collection.linked_data.tiles``) cut from the same decoded pixels.
 
     JPEG stays JPEG; other formats become PNG (lossless, alpha kept). Raises ImageFileError.
     """
@@ -344,6 +354,8 @@ def image_prepare(*, data: bytes) -> PreparedImage:
         width=clean.width,
         height=clean.height,
         thumbnail=_thumbnail_jpeg(clean),
+        # A JPEG photo is its own full-size IIIF image; only other formats need a JPEG copy.
+        tiles=iiif_tiles.tiles_make(clean, skip_full=extension == ".jpg"),
     )
 
 
@@ -369,6 +381,14 @@ def _read_image_file(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ImageFileError(f"cannot read the file ({exc.strerror or exc})") from exc
+
+
+def _remote_url_update(image: SpecimenImage, remote_url: str | None) -> None:
+    """Record the source's own URL of an unchanged image when it is new."""
+    if remote_url and image.remote_url != remote_url:
+        image.remote_url = remote_url
+        _clean(image, exclude=["specimen"])
+        image.save(update_fields=["remote_url"])
 
 
 def specimen_image_attach(
@@ -400,25 +420,20 @@ def specimen_image_attach(
             _clean(row, exclude=["specimen"])
             row.save()
             return row, "linked"
-        if remote_url and existing.remote_url != remote_url:
-            existing.remote_url = remote_url
-            _clean(existing, exclude=["specimen"])
-            existing.save(update_fields=["remote_url"])
+        _remote_url_update(existing, remote_url)
         return existing, "unchanged"
 
     data = _read_image_file(path)
     sha256 = hashlib.sha256(data).hexdigest()
     if existing is not None and existing.sha256 == sha256 and existing.image:
-        if remote_url and existing.remote_url != remote_url:
-            existing.remote_url = remote_url
-            _clean(existing, exclude=["specimen"])
-            existing.save(update_fields=["remote_url"])
+        _remote_url_update(existing, remote_url)
         return existing, "unchanged"
 
     prepared = image_prepare(data=data)  # raises before anything is written
     had_file = existing is not None and bool(existing.image)
     row = existing or SpecimenImage(specimen=specimen, side=side, sort_order=sort_order)
     old_files = [f.name for f in (row.image, row.thumbnail, row.cutout) if f] if existing else []
+    old_files += specimen_image_tile_names(image=row) if existing else []
     row.sha256 = sha256
     row.width, row.height = prepared.width, prepared.height
     if remote_url is not None:
@@ -430,6 +445,9 @@ def specimen_image_attach(
     try:
         written.append(_store_file(row.image, f"{stem}{prepared.extension}", prepared.content))
         written.append(_store_file(row.thumbnail, f"{stem}.jpg", prepared.thumbnail))
+        row.tiles = _store_tiles(
+            sha256=sha256, files=prepared.tiles, written=written, full_from_image=prepared.extension == ".jpg"
+        )
         with transaction.atomic(savepoint=False):
             row.save()
             if existing is not None:
@@ -459,6 +477,73 @@ def _store_file(field_file, filename: str, content: bytes) -> str:
             storage.delete(target)
         raise
     return field_file.name
+
+
+def _store_tiles(*, sha256: str, files: Mapping[str, bytes], written: list[str], full_from_image: bool) -> dict:
+    """Write an image's tiles into a new folder of the media storage; return the ``tiles`` field's value.
+
+    The folder is new for every set of pixels (a random part after the hash), so a replaced photo's
+    tiles never mix with its successor's and can be deleted after the commit. Names written are
+    appended to ``written`` as they are stored, for the caller's clean-up on failure.
+    """
+    from django.core.files.storage import default_storage
+
+    folder = f"iiif/{sha256[:2]}/{sha256[:16]}-{secrets.token_hex(4)}"
+    for name, content in files.items():
+        stored = default_storage.save(f"{folder}/{name}", ContentFile(content))
+        written.append(stored)
+        if stored != f"{folder}/{name}":  # the storage renamed it: the folder is not ours alone
+            raise OSError(f"tile folder {folder} already had {name}")
+    return {"folder": folder, "tile": iiif_tiles.TILE_SIZE, "full_from_image": full_from_image}
+
+
+def specimen_image_tile_names(*, image: SpecimenImage) -> list[str]:
+    """The storage names of an image's IIIF tiles (none when it has no tiles)."""
+    folder = (image.tiles or {}).get("folder")
+    if not folder or not image.width or not image.height:
+        return []
+    skip_full = (image.tiles or {}).get("full_from_image", False)
+    plan = iiif_tiles.tile_plan(image.width, image.height, image.tiles.get("tile", iiif_tiles.TILE_SIZE))
+    return [f"{folder}/{f.name}" for f in plan if not (skip_full and f.region == "full" and f.size == "max")]
+
+
+def specimen_image_tiles_make(*, image_id: int) -> bool:
+    """Cut the IIIF tiles of a stored catalogue image that has none; return whether it made them.
+
+    Images stored before tiles existed, and images that were not stored through
+    ``specimen_image_attach`` (approved identifications), get their tiles here
+    (``manage.py iiif_tiles``). Idempotent: an image with tiles, or without a file, is left alone.
+    Raises ImageFileError for a file that cannot be decoded.
+    """
+    image = SpecimenImage.objects.filter(pk=image_id).first()
+    if image is None or not image.image or (image.tiles or {}).get("folder"):
+        return False
+    with image.image.open("rb") as fh:
+        data = fh.read()
+    prepared = image_prepare(data=data)
+    # The stored file serves as the full-size image only when it is that JPEG, at that size.
+    full_from_image = prepared.extension == ".jpg" and (image.width, image.height) == (prepared.width, prepared.height)
+    files = prepared.tiles
+    if prepared.extension == ".jpg" and not full_from_image:
+        with Image.open(io.BytesIO(prepared.content)) as decoded:
+            files = iiif_tiles.tiles_make(decoded)
+    written: list[str] = []
+    try:
+        tiles = _store_tiles(
+            sha256=image.sha256 or hashlib.sha256(data).hexdigest(),
+            files=files,
+            written=written,
+            full_from_image=full_from_image,
+        )
+        updated = SpecimenImage.objects.filter(pk=image.pk, tiles=image.tiles).update(
+            tiles=tiles, width=prepared.width, height=prepared.height
+        )
+    except Exception:
+        _delete_files(written)
+        raise
+    if not updated:  # another process made them first: keep theirs
+        _delete_files(written)
+    return bool(updated)
 
 
 def specimen_image_files_delete(*, names: Sequence[str]) -> None:

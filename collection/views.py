@@ -5,12 +5,16 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from collection import selectors
 from collection.filtersets import FACET_KINDS, ItemFilterSet
+from collection.linked_data import iiif
+from collection.linked_data.links import RDF_FORMATS
 from collection.models import Concept, ItemStatus
 from collection.roles import is_curator
 
@@ -59,6 +63,18 @@ def _facet_links(facets: list[selectors.Facet], params: QueryDict) -> list[dict[
     return chips
 
 
+def _rdf_wanted(request: HttpRequest, document: str, pk: int) -> HttpResponse | None:
+    """A 303 to the record's RDF when the client prefers RDF to HTML (linked-data content negotiation)."""
+    preferred = request.get_preferred_type(["text/html", *RDF_FORMATS.values()])
+    for fmt, media_type in RDF_FORMATS.items():
+        if preferred == media_type:
+            response = HttpResponseRedirect(reverse(f"collection:{document}", kwargs={"pk": pk, "fmt": fmt}))
+            response.status_code = 303
+            patch_vary_headers(response, ["Accept"])
+            return response
+    return None
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     browse = selectors.item_facets(data=QueryDict(), queryset=selectors.item_queryset(), kinds=["authority", "mint"])
@@ -95,6 +111,8 @@ def item_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    if redirect := _rdf_wanted(request, "item_document", pk):
+        return redirect
     item = get_object_or_404(selectors.item_with_related(selectors.item_queryset(user=request.user)), pk=pk)
     context = {
         "item": item,
@@ -104,11 +122,15 @@ def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_published": item.status == ItemStatus.PUBLISHED,
         "can_curate": is_curator(request.user),
     }
-    return render(request, "collection/item_detail.html", context)
+    response = render(request, "collection/item_detail.html", context)
+    patch_vary_headers(response, ["Accept"])
+    return response
 
 
 @require_GET
 def specimen_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    if redirect := _rdf_wanted(request, "specimen_document", pk):
+        return redirect
     qs = selectors.specimen_queryset(user=request.user).prefetch_related("images", "item__concepts")
     specimen = get_object_or_404(qs, pk=pk)
     item = specimen.item
@@ -116,14 +138,18 @@ def specimen_detail(request: HttpRequest, pk: int) -> HttpResponse:
     item_visible = item is not None and (
         item.status == ItemStatus.PUBLISHED or selectors.item_queryset(user=request.user).filter(pk=item.pk).exists()
     )
+    images = list(specimen.images.all())
     context = {
         "specimen": specimen,
         "item": item if item_visible else None,
-        "images": list(specimen.images.all()),
+        "images": images,
         "source": specimen.source or (item.source if item_visible else None),
         "can_curate": is_curator(request.user),
+        "has_manifest": any(iiif.has_service(image) for image in images),
     }
-    return render(request, "collection/specimen_detail.html", context)
+    response = render(request, "collection/specimen_detail.html", context)
+    patch_vary_headers(response, ["Accept"])
+    return response
 
 
 @require_GET

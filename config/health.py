@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from mlcore.setup_models import verify_all
+from mlcore.modelfiles import verify_all
 
 WORKER_STALE_AFTER = timedelta(minutes=2)
 
@@ -56,6 +56,25 @@ def _trained() -> str:
     return f"ok ({active})"
 
 
+def _jobs() -> list[dict]:
+    """The catalogue's bulk work queued or running (identification.jobs), with progress and time left."""
+    from identification.jobs import active_jobs
+
+    return [
+        {
+            "kind": job.kind,
+            "status": job.status,
+            "done": job.done,
+            "failed": job.failed,
+            "total": job.total,
+            "progress": None if job.progress is None else round(job.progress, 3),
+            "seconds_left": None if job.seconds_left is None else round(job.seconds_left),
+            "detail": job.detail,
+        }
+        for job in active_jobs()
+    ]
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     database, vector = _database()
@@ -66,6 +85,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "worker": _worker(),
         "models": models,
         "trained_models": _trained(),
+        "background_jobs": _jobs() if database == "ok" else [],
     }
     healthy = database == "ok" and vector.startswith("ok") and all(v == "ok" for v in models.values())
     # The worker may legitimately be down (web-only node), and a catalogue may not be trained yet, so both

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from config import embedded_db
 
@@ -25,19 +26,41 @@ def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "manage.py", *args], check=check)
 
 
+def _start_local_redis() -> subprocess.Popen | None:
+    """With OBVERSE_BROKER=redis and a Redis URL on this machine, start redis-server (config.redis_server)."""
+    from config import redis_server
+
+    redis_url = os.environ.get("OBVERSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if os.environ.get("OBVERSE_BROKER") != "redis" or not redis_server.is_local(redis_url):
+        return None
+    var_dir = Path(os.environ.get("OBVERSE_VAR_DIR", embedded_db.BASE_DIR / "var"))
+    process = redis_server.start(redis_url, var_dir / "redis")
+    print(f"Started redis-server for the worker's queue ({redis_url}).", flush=True)
+    return process
+
+
 def main() -> int:
     embedded = not os.environ.get("DATABASE_URL")
     if embedded:
         print(f"Starting embedded PostgreSQL in {embedded_db.pgdata_dir()} …", flush=True)
         embedded_db.start()
+    broker_process = _start_local_redis()
     manage("migrate", "--noinput")
     manage("load_demo")
     manage("create_demo_users")
     manage("train_models", "--background-if-untrained")
 
     # Each child leads its own process group, so stopping it also stops the workers qcluster forks.
-    commands = [["runserver", f"{HOST}:{PORT}", "--noreload"], ["qcluster"]]
-    children = [subprocess.Popen([sys.executable, "manage.py", *cmd], start_new_session=True) for cmd in commands]
+    # The worker's two clusters: visitors' photos, and bulk work (indexing, training) that never delays them.
+    commands = [
+        (["runserver", f"{HOST}:{PORT}", "--noreload"], {}),
+        (["qcluster"], {}),
+        (["qcluster"], {"Q_CLUSTER_NAME": "bulk"}),
+    ]
+    children = [
+        subprocess.Popen([sys.executable, "manage.py", *cmd], env={**os.environ, **env}, start_new_session=True)
+        for cmd, env in commands
+    ]
     print(
         f"\nObverse is running on http://{HOST}:{PORT}/  (Ctrl-C stops web server, worker and database)\n", flush=True
     )
@@ -71,6 +94,9 @@ def main() -> int:
             # An interrupted task is safe: tasks are idempotent and the queue delivers it again.
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+    if broker_process is not None:
+        broker_process.terminate()  # redis-server saves its append-only file and exits
+        broker_process.wait(timeout=30)
     if embedded:
         embedded_db.stop()
         print("Embedded PostgreSQL stopped.", flush=True)

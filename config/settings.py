@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django_q",
     "collection",
     "identification",
+    "review",
+    # Tooling (benchmarks, stress run, demo collection): listed for its management commands only.
+    "bench",
 ]
 
 MIDDLEWARE = [
@@ -206,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Operation ids and tags are named after the path below /api/ (v1_items_list): pinned, because an
+    # estimated prefix changed them all when paths outside /api/ appeared, and generated clients name
+    # their methods after them.
+    "SCHEMA_PATH_PREFIX": r"/api/",
     # Request bodies get their own components, so uploads are documented as files (format: binary).
     "COMPONENT_SPLIT_REQUEST": True,
     # Items and submissions both have a `status` enum; name them apart in the schema.
@@ -222,10 +229,16 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", 
 # Background tasks: django-q2 with the ORM broker on the same PostgreSQL. Workers hold models in
 # memory, so they are recycled after a number of tasks; `timeout` stays below `retry` so a task is
 # never handed to a second worker while the first still runs it.
+# Two clusters on one broker: the default one processes visitors' photos (short tasks), the ``bulk``
+# one the catalogue's indexing and training (identification.jobs), so a photo never waits behind
+# them. Start the bulk one with ``Q_CLUSTER_NAME=bulk manage.py qcluster`` (``make run`` starts both).
+# A task's time limit must stay below ``retry``: the broker hands a task whose worker died to
+# another after ``retry`` seconds.
+OBVERSE_BULK_TIMEOUT_S = env_int("OBVERSE_BULK_TIMEOUT_S", 4 * 3600)  # a training on a large catalogue
 Q_CLUSTER = {
     "name": "obverse",
     "orm": "default",
-    "workers": env_int("OBVERSE_WORKERS", 2),  # a long task (training) must not block identifications
+    "workers": env_int("OBVERSE_WORKERS", 2),
     "recycle": 200,
     "timeout": 600,
     "retry": 720,
@@ -233,7 +246,30 @@ Q_CLUSTER = {
     "queue_limit": 20,
     "catch_up": False,
     "sync": env_bool("OBVERSE_Q_SYNC", False),
+    "ALT_CLUSTERS": {
+        "bulk": {
+            "workers": env_int("OBVERSE_BULK_WORKERS", 1),
+            "timeout": OBVERSE_BULK_TIMEOUT_S,
+            "retry": OBVERSE_BULK_TIMEOUT_S + 600,
+            "max_attempts": 3,
+            "queue_limit": 4,
+        }
+    },
 }
+# The broker: PostgreSQL itself by default (nothing more to run), or Redis for several worker machines
+# (OBVERSE_BROKER=redis; `make run` starts a local redis-server when the URL is on this machine).
+# Redis does not re-deliver a task whose worker died; the sweep (identification.sweep) requeues it.
+OBVERSE_BROKER = env_str("OBVERSE_BROKER", "orm")
+OBVERSE_REDIS_URL = env_str("OBVERSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+if OBVERSE_BROKER == "redis":
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = OBVERSE_REDIS_URL
+elif OBVERSE_BROKER != "orm":
+    raise ImproperlyConfigured(f"OBVERSE_BROKER must be 'orm' or 'redis', not {OBVERSE_BROKER!r}.")
+OBVERSE_INDEX_CHUNK = env_int("OBVERSE_INDEX_CHUNK", 200)
+# An indexing job that has not moved for this long lost a chunk (a worker died; Redis does not deliver
+# it again): the sweep queues its unfinished chunks again.
+OBVERSE_BULK_STALE_S = env_int("OBVERSE_BULK_STALE_S", 1800)  # catalogue images per indexing task (~20 s each)
 
 # Obverse's own settings.
 OBVERSE_MODELS_DIR = Path(env_str("OBVERSE_MODELS_DIR", str(VAR_DIR / "models")))
@@ -256,6 +292,16 @@ OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
 OBVERSE_REVIEW_CONSENSUS = env_int("OBVERSE_REVIEW_CONSENSUS", 2)  # agreeing volunteers needed for a proposal
 OBVERSE_REVIEW_CLAIM_MINUTES = env_int("OBVERSE_REVIEW_CLAIM_MINUTES", 30)
 OBVERSE_SITE_URL = env_str("OBVERSE_SITE_URL", "http://127.0.0.1:8000")  # links in emails
+# The published dataset (Nomisma's VoID: title, description, publisher and licence are required).
+# Records derived from the ANS's are ODbL, whence the default licence.
+OBVERSE_DATASET_TITLE = env_str("OBVERSE_DATASET_TITLE", "Obverse numismatic collection")
+OBVERSE_DATASET_DESCRIPTION = env_str(
+    "OBVERSE_DATASET_DESCRIPTION", "Coins of the collection, linked to their types in Nomisma.org's type corpora."
+)
+OBVERSE_DATASET_PUBLISHER = env_str("OBVERSE_DATASET_PUBLISHER", "Obverse")
+OBVERSE_DATASET_LICENCE = env_str("OBVERSE_DATASET_LICENCE", "http://opendatacommons.org/licenses/odbl/")
+# Where `manage.py export_rdf` writes the dump by default, which /linked-data/nomisma.rdf serves.
+OBVERSE_LINKED_DATA_DIR = Path(env_str("OBVERSE_LINKED_DATA_DIR", str(VAR_DIR / "linked-data")))
 OBVERSE_SHARED_DATA_DIR = Path(env_str("OBVERSE_SHARED_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 
 LOGGING = {

@@ -1,7 +1,7 @@
 """Stopping a long run with SIGTERM (a timeout, `kill`) so that its ``finally`` still cleans up.
 
 Used by the runs that make throw-away databases and folders: ``manage.py benchmark_identification``
-and ``python -m config.stress``.
+and ``python -m bench.stress``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from config.health import healthz
 urlpatterns = [
     path("", include("collection.urls")),
     path("identify/", include("identification.urls")),
-    path("review/", include("identification.review_urls")),
+    path("review/", include("review.urls")),
     path("api/v1/", include("collection.api.urls")),
     path("api/v1/", include("identification.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

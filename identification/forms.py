@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from collection.models import CANDIDATE_FILTER_KINDS
 from identification.models import DeclaredSide
 
 SIDE_CHOICES = [
@@ -33,12 +34,12 @@ class SubmissionForm(forms.Form):
 
 
 class CandidateFilterForm(forms.Form):
-    """Narrow candidates by metadata: values are concept slugs of each kind."""
+    """Narrow candidates by metadata: a concept slug for each kind they can be narrowed by (blank: any)."""
 
-    authority = forms.CharField(required=False)
-    mint = forms.CharField(required=False)
-    material = forms.CharField(required=False)
-    denomination = forms.CharField(required=False)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for kind in CANDIDATE_FILTER_KINDS:
+            self.fields[kind] = forms.CharField(required=False)
 
 
 class ObjectChoiceForm(forms.Form):

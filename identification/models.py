@@ -1,6 +1,6 @@
 """Identification: a photo submission, its processed images and the candidate catalogue items.
 
-Review, consensus and approval (volunteers and curators) build on these rows.
+Review, consensus and approval (volunteers and curators) build on these rows, in the ``review`` app.
 """
 
 from __future__ import annotations
@@ -76,6 +76,18 @@ class Submission(models.Model):
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
+    # Status groups, the one place they are spelled out (properties below; querysets use the sets).
+    PROCESSING_STATUSES = frozenset({SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING})
+    # Candidates shown to the sender and still being judged by volunteers or curators.
+    OPEN_STATUSES = frozenset(
+        {
+            SubmissionStatus.AWAITING_REVIEW,
+            SubmissionStatus.IN_REVIEW,
+            SubmissionStatus.NEEDS_EXPERT,
+            SubmissionStatus.PROPOSED,
+        }
+    )
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -87,7 +99,18 @@ class Submission(models.Model):
 
     @property
     def is_finished_processing(self) -> bool:
-        return self.status not in {SubmissionStatus.RECEIVED, SubmissionStatus.PROCESSING}
+        """The worker is done with it (for good, or until the sender picks another object)."""
+        return self.status not in self.PROCESSING_STATUSES
+
+    @property
+    def can_narrow_candidates(self) -> bool:
+        """Processing finished with candidates, which the sender may narrow and search again."""
+        return self.is_finished_processing and self.status != SubmissionStatus.FAILED
+
+    @property
+    def is_open(self) -> bool:
+        """Its candidates are still being judged: the sender may tell the reviewers none looks right."""
+        return self.status in self.OPEN_STATUSES
 
 
 def _upload_to(instance: SubmissionImage, filename: str) -> str:
@@ -139,6 +162,16 @@ class SubmissionImage(models.Model):
     def __str__(self) -> str:
         return f"{self.submission_id} #{self.position}"
 
+    @property
+    def embedding_model(self) -> tuple[str, str] | None:
+        """(name, version) of the model that made ``embedding``, as the worker recorded it; None if unknown.
+
+        A search compares the photo with the catalogue's embeddings of this same version, whatever
+        version is active now (``mlcore.pipeline.Pipeline.model_versions`` writes "name@version").
+        """
+        name, at, version = (self.model_versions or {}).get("embedding", "").partition("@")
+        return (name, version) if at and name and version else None
+
 
 class Candidate(models.Model):
     """A catalogue item proposed for a submission, with its evidence (score per side, matched image, rotation)."""
@@ -169,5 +202,91 @@ class Candidate(models.Model):
         return f"{self.submission_id} #{self.rank}: {self.item_id}"
 
 
-# Review, consensus and approval live in their own module; importing them here registers them.
-from identification.review_models import *  # noqa: E402,F401,F403
+class JobKind(models.TextChoices):
+    INDEX = "index", "Indexing catalogue images"
+    TRAIN = "train", "Training the models"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class BackgroundJob(models.Model):
+    """Bulk work on the catalogue (indexing, training) that visitors' photos never wait behind.
+
+    It runs on the worker's separate bulk cluster (``identification.jobs``), in chunks that each
+    fit well inside their time limit; ``done`` of ``total`` and the rate so far give the progress
+    and an estimate of the time left, shown on the review dashboard and by /healthz. At most one
+    training is queued or running at a time (a database constraint); a request that arrives while
+    one runs sets ``rerun``, so the catalogue's latest state is trained once more afterwards.
+    """
+
+    kind = models.CharField(max_length=10, choices=JobKind.choices)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0, help_text="Items that could not be processed (logged).")
+    detail = models.CharField(max_length=300, blank=True, help_text="What it is doing now, or why it failed.")
+    model_version = models.CharField(max_length=120, blank=True)
+    rerun = models.BooleanField(default=False, help_text="Asked for again while running: run once more after.")
+    activate = models.BooleanField(default=False, help_text="Indexing: activate ``model_version`` when done.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(kind="train", status__in=["queued", "running"]),
+                name="one_active_training",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.status}, {self.done}/{self.total})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Share done (0..1), or None when the size of the work is not known."""
+        return min(1.0, (self.done + self.failed) / self.total) if self.total else None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the rate so far; None before anything is done."""
+        from django.utils import timezone
+
+        finished = self.done + self.failed
+        if self.status != JobStatus.RUNNING or not self.started_at or not finished or not self.total:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return max(0.0, elapsed / finished * (self.total - finished))
+
+    @property
+    def minutes_left(self) -> int | None:
+        """``seconds_left`` in whole minutes, rounded up (what a page shows)."""
+        seconds = self.seconds_left
+        return None if seconds is None else max(1, -(-int(seconds) // 60))
+
+
+class IndexChunk(models.Model):
+    """A few hundred catalogue images of an indexing job: one task, counted into the job exactly once."""
+
+    job = models.ForeignKey(BackgroundJob, on_delete=models.CASCADE, related_name="chunks")
+    image_ids = models.JSONField(default=list)
+    finished = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of job {self.job_id} ({len(self.image_ids)} images)"

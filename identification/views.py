@@ -9,7 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from collection.models import Concept
+from collection.models import CANDIDATE_FILTER_KINDS, Concept
 from identification import examples, selectors, services
 from identification.forms import CandidateFilterForm, ObjectChoiceForm, SubmissionForm
 from identification.models import ProcessingStep, SubmissionStatus
@@ -98,7 +98,7 @@ def _steps(submission) -> list[dict]:
 def _filter_choices(submission) -> list[dict]:
     """Concepts offered to narrow the candidates (those of the current candidates), current ones selected."""
     item_ids = [candidate.item_id for candidate in submission.candidates.all()]
-    kinds = list(CandidateFilterForm.base_fields)
+    kinds = list(CANDIDATE_FILTER_KINDS)
     concepts = Concept.objects.filter(items__in=item_ids, kind__in=kinds).distinct().order_by("label")
     current = submission.filters or {}
     options: dict[str, list[dict]] = {kind: [] for kind in kinds}
@@ -155,7 +155,7 @@ def submission_detail(request: HttpRequest, pk) -> HttpResponse:
         "candidates": list(submission.candidates.all()),
         # Picking another object is offered until the first review (services.submission_choose_object).
         "can_choose_object": submission.status == SubmissionStatus.AWAITING_REVIEW and not submission.reviews.exists(),
-        "can_say_none_match": submission.status in services.REVIEWABLE_STATUSES,
+        "can_say_none_match": submission.is_open,
         "filter_choices": _filter_choices(submission) if submission.is_finished_processing else [],
     }
     return render(request, "identification/submission_detail.html", context)
@@ -183,9 +183,12 @@ def submission_recompute(request: HttpRequest, pk) -> HttpResponse:
     form = CandidateFilterForm(request.POST)
     if form.is_valid():
         try:
-            services.submission_recompute(submission_id=pk, filters=form.cleaned_data)
+            submission = services.submission_recompute(submission_id=pk, filters=form.cleaned_data)
         except ValidationError as exc:
             messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
+        else:
+            if not submission.is_finished_processing:  # its index was replaced: the worker searches again
+                messages.info(request, "Your photos are being described again with the current model, then searched.")
     return redirect("identification:submission_detail", pk=pk)
 
 

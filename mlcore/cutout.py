@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mlcore.segment import Detection
+from mlcore.segment import Detection, object_mask
 
 NEUTRAL = (128, 128, 128)  # mid-grey: neither a white catalogue background nor a black velvet one
 FEATHER = 0.8  # Gaussian radius (output pixels) that softens the mask edge without eating the rim
@@ -70,3 +71,30 @@ def make_cutout(image: Image.Image, detection: Detection, *, size: int = 384, ma
     rgba = Image.composite(rgb, neutral, visible).convert("RGBA")
     rgba.putalpha(mask)
     return Cutout(rgba=rgba, on_neutral=on_neutral, box=box, scale=scale)
+
+
+def rotate_upright(image: Image.Image, angle: float) -> Image.Image:
+    """``image`` turned ``angle`` degrees counter-clockwise about its centre, same size, corners neutral."""
+    if not angle % 360:
+        return image.copy()
+    fill: Any = NEUTRAL if image.mode == "RGB" else (*NEUTRAL, 0) if image.mode == "RGBA" else 128
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
+
+
+def mask_detection(mask: np.ndarray) -> Detection:
+    """A ``Detection`` for a known mask (a catalogue photo's, a degraded copy's truth); nearly empty: the frame."""
+    if mask.sum() < 0.01 * mask.size:
+        mask = np.ones(mask.shape, dtype=bool)
+    rows, cols = np.nonzero(mask)
+    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    return Detection(box=box, mask=mask, area=float(mask.mean()), circularity=1.0, centrality=1.0, score=1.0)
+
+
+def cutout_with_mask(image: Image.Image, mask: np.ndarray, *, size: int = 384) -> Image.Image:
+    """The pipeline's cut-out on neutral grey (``make_cutout``) for a known mask."""
+    return make_cutout(image.convert("RGB"), mask_detection(mask), size=size).on_neutral
+
+
+def catalogue_cutout(image: Image.Image, *, size: int = 384) -> Image.Image:
+    """A studio photo on a plain background (or a cut-out with alpha) → the cut-out the pipeline would store."""
+    return cutout_with_mask(image, object_mask(image), size=size)

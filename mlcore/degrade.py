@@ -20,7 +20,34 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
+from mlcore.segment import object_mask
+
 BACKGROUNDS = ("wood", "cloth", "paper", "clutter", "skin")
+
+
+@dataclass(frozen=True)
+class PhotoRegime:
+    """How good a phone photo is: the coin's size in it, the optics and the compression.
+
+    ``poor`` is the worst a volunteer sends (a coin of ~150 px, defocused, JPEG 30–50); ``good`` is a
+    phone at close range (the coin 500–1,000 px across, mild defocus ≤ 0.9 px, JPEG 75–92). Both
+    have the same framing, tilt, light, glint and backgrounds. Blur is in final-image pixels.
+    """
+
+    name: str
+    coin_size: tuple[float, float]  # (low, high) of a uniform draw; equal: normal around it (±12 %)
+    oversample: float  # the scene is drawn this much larger than the final photo (optics, not pixels)
+    fill: tuple[float, float]  # the coin's share of the frame's shorter side
+    blur: tuple[float, float]
+    shake: float  # probability of a little hand shake
+    noise: tuple[float, float]
+    quality: tuple[int, int]
+
+
+REGIMES = {
+    "poor": PhotoRegime("poor", (150.0, 150.0), 1.5, (0.35, 0.75), (0.3, 1.1), 0.3, (2.0, 7.0), (30, 51)),
+    "good": PhotoRegime("good", (500.0, 1000.0), 1.0, (0.5, 0.8), (0.0, 0.9), 0.1, (1.0, 4.0), (75, 93)),
+}
 
 
 @dataclass(frozen=True)
@@ -38,39 +65,6 @@ class DegradedPhoto:
     box: tuple[int, int, int, int]
     background: str
     mask: np.ndarray
-
-
-def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
-    """Boolean mask of the object in a studio photo on a plain background (or from meaningful alpha).
-
-    The background colour is the median of the border pixels; pixels further than ``tolerance`` from
-    it (max over channels) are object; the largest component is kept with its holes filled.
-    """
-    if image.mode == "RGBA":
-        alpha = np.asarray(image.getchannel("A"))
-        if alpha.min() < 255 and alpha.max() > 0:
-            return alpha >= 128
-    mask = studio_mask(image, tolerance=tolerance)
-    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
-        return np.ones(mask.shape, dtype=bool)
-    return mask
-
-
-def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
-    """The largest blob that differs from the background colour, holes filled; all False when none.
-
-    The background colour is the median of the border pixels (handles off-white studio paper).
-    """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    background = np.median(border, axis=0)
-    distance = np.abs(rgb - background).max(axis=2)
-    mask = ndimage.binary_opening(distance > tolerance, iterations=2)
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
-    return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
 
 
 def coin_rgba(image: Image.Image) -> Image.Image:
@@ -178,12 +172,22 @@ def _warp(coin: Image.Image, *, angle: float, squash: float, tilt: float) -> Ima
     return coin.transform((out_w, out_h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR)
 
 
-def degrade_with_truth(image: Image.Image, rng: np.random.Generator, *, coin_size: float = 150.0) -> DegradedPhoto:
-    """Degrade a catalogue photo like a phone snapshot and say how (see the module docstring)."""
+def degrade_with_truth(
+    image: Image.Image, rng: np.random.Generator, *, coin_size: float | None = None, regime: str = "poor"
+) -> DegradedPhoto:
+    """Degrade a catalogue photo like a phone snapshot and say how (see the module docstring).
+
+    ``regime``: ``REGIMES``' name; ``coin_size`` (px) overrides its coin size.
+    """
+    spec = REGIMES[regime]
     coin = coin_rgba(image)
-    # Work at 1.5× the final resolution, so blur and downscaling act like optics, not pixels.
-    final_coin = float(np.clip(rng.normal(coin_size, coin_size * 0.12), coin_size * 0.75, coin_size * 1.25))
-    work_coin = int(round(final_coin * 1.5))
+    low, high = (coin_size, coin_size) if coin_size else spec.coin_size
+    if low == high:
+        final_coin = float(np.clip(rng.normal(low, low * 0.12), low * 0.75, low * 1.25))
+    else:
+        final_coin = float(rng.uniform(low, high))
+    # Work larger than the final resolution, so blur and downscaling act like optics, not pixels.
+    work_coin = int(round(final_coin * spec.oversample))
     scale = work_coin / max(coin.size)
     coin = coin.resize(
         (max(8, round(coin.width * scale)), max(8, round(coin.height * scale))), Image.Resampling.LANCZOS
@@ -200,7 +204,7 @@ def degrade_with_truth(image: Image.Image, rng: np.random.Generator, *, coin_siz
     coin = coin.crop(bbox)
 
     # Frame: the coin fills 35–75 % of the shorter side, placed off-centre; portrait or landscape.
-    fill = float(rng.uniform(0.35, 0.75))
+    fill = float(rng.uniform(*spec.fill))
     short = int(round(max(coin.size) / fill))
     aspect = float(rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9]))
     width, height = (int(round(short * aspect)), short) if aspect >= 1 else (short, int(round(short / aspect)))
@@ -250,8 +254,8 @@ def degrade_with_truth(image: Image.Image, rng: np.random.Generator, *, coin_siz
 
     out = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8))
     # Optics: defocus blur, sometimes a little hand shake.
-    out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.45, 1.65))))
-    if rng.random() < 0.3:
+    out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur)) * spec.oversample))
+    if rng.random() < spec.shake:
         length = int(rng.integers(3, 8))
         kernel = np.zeros((length, length), dtype=np.float32)
         kernel[length // 2, :] = 1.0 / length
@@ -264,10 +268,10 @@ def degrade_with_truth(image: Image.Image, rng: np.random.Generator, *, coin_siz
     small = (max(16, round(width * factor)), max(16, round(height * factor)))
     out = out.resize(small, Image.Resampling.BILINEAR)
     arr = np.asarray(out, dtype=np.float32)
-    arr = arr + rng.normal(0, rng.uniform(2, 7), arr.shape)
+    arr = arr + rng.normal(0, rng.uniform(*spec.noise), arr.shape)
     out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
-    out.save(buffer, format="JPEG", quality=int(rng.integers(30, 51)))
+    out.save(buffer, format="JPEG", quality=int(rng.integers(*spec.quality)))
     buffer.seek(0)
     result = Image.open(buffer)
     result.load()
@@ -281,6 +285,6 @@ def degrade_with_truth(image: Image.Image, rng: np.random.Generator, *, coin_siz
     return DegradedPhoto(image=result.convert("RGB"), angle=angle % 360.0, box=box, background=kind, mask=mask)
 
 
-def degrade_like_phone(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def degrade_like_phone(image: Image.Image, rng: np.random.Generator, *, regime: str = "poor") -> Image.Image:
     """A phone-like photo of the coin in ``image`` (seeded by ``rng``); see the module docstring."""
-    return degrade_with_truth(image, rng).image
+    return degrade_with_truth(image, rng, regime=regime).image

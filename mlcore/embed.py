@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from mlcore.backbone import FEATURE_DIM, Backbone
+from mlcore.backbone import FEATURE_DIM, WEIGHTS, Backbone
 from mlcore.base import LazyModel, register
-from mlcore.setup_models import ModelFileError
+from mlcore.modelfiles import ModelFileError
 
 EMBED_DIM = FEATURE_DIM  # 1280: the width of the database column
 # Output channels of MobileNetV2's last blocks (torchvision's ``features`` indices).
@@ -68,16 +68,22 @@ class EmbedConfig:
     # descriptor keeps where on the coin a response is (the legend's letters above or below the head).
     layer: int = 17
     grid: int = 2
+    # Which weights the backbone reads (``mlcore.backbone.WEIGHTS``): the ImageNet ones or the project's
+    # own, trained for coins on this very recipe (``mlcore.train_backbone``).
+    backbone: str = "imagenet"
 
     def tag(self) -> str:
         low = f"-low{self.lowpass}b{self.soften:g}" if self.lowpass else ""
         cells = f"-l{self.layer}g{self.grid}" if (self.layer, self.grid) != (18, 1) else ""
+        weights = "" if self.backbone == "imagenet" else f"{self.backbone}-"
         return (
-            f"s{self.input_size}{'-grey' if self.grey else ''}{'-disc' if self.disc else ''}"
+            f"{weights}s{self.input_size}{'-grey' if self.grey else ''}{'-disc' if self.disc else ''}"
             f"-gem{self.gem_p:g}{'-sqrt' if self.signed_sqrt else ''}{low}{cells}"
         )
 
     def __post_init__(self) -> None:
+        if self.backbone not in WEIGHTS:
+            raise ValueError(f"Embedding recipe: unknown backbone weights {self.backbone!r} (known: {sorted(WEIGHTS)})")
         if self.layer not in LAYER_CHANNELS or self.grid < 1 or self.dim > EMBED_DIM:
             raise ValueError(
                 f"Embedding recipe: block {self.layer} pooled on a {self.grid}×{self.grid} grid does not fit "
@@ -258,7 +264,7 @@ class Embedder(LazyModel):
         super().__init__(models_dir)
         self.pinned_version = pinned_version
         self.config = config
-        self.backbone = backbone or Backbone(models_dir, input_size=config.input_size)
+        self.backbone = backbone or Backbone(models_dir, weights=config.backbone, input_size=config.input_size)
         self._projection_arg = projection
         self.use_trained = use_trained
         self.batch_size = batch_size
@@ -380,7 +386,7 @@ def embed_turns(embedder: Embedder, image: Image.Image, angles: Sequence[float])
     upright cut-outs, so a query whose upright estimate is off is also compared turned by other angles.
     Turning keeps the inscribed disc (the only part ``prepare`` keeps), so nothing of the coin is lost.
     """
-    from mlcore.orientation import rotate_upright
+    from mlcore.cutout import rotate_upright
 
     turned = [rotate_upright(image, float(angle)) for angle in angles]
     return embedder.embed(turned) if turned else np.zeros((0, EMBED_DIM), dtype=np.float32)

@@ -20,12 +20,7 @@ from typing import Any
 import numpy as np
 
 from mlcore.dataset import CatalogueRecord, type_key
-from mlcore.retrieval import InMemoryIndex, group_by_item, merge_turns, rerank_by_agreement
-
-# How many nearest images to read per turn before grouping them into items (several specimens of one
-# type must not crowd out the others), and how many vote for the metadata. The Django search uses both.
-NEIGHBOUR_IMAGES = 80
-METADATA_NEIGHBOURS = 24
+from mlcore.retrieval import METADATA_NEIGHBOURS, NEIGHBOUR_IMAGES, InMemoryIndex, QueryPhoto, rank_items
 
 
 @dataclass
@@ -114,26 +109,26 @@ def identify(pipeline, result, catalogue: Catalogue, *, exclude: Iterable[str] =
     predictions = pipeline.predict_metadata([(catalogue.labels.get(h.item_id, {}), h.score) for h in nearest])
     turns = result.turns
     if turns is not None:
-        vectors, angles, bonus = turns.vectors, [float(a) for a in turns.angles], turns.bonus
+        photo = QueryPhoto(0, side, turns.vectors, [float(a) for a in turns.angles], turns.bonus)
     else:
-        vectors, angles, bonus = result.embedding[None, :], [float(result.angle)], None
-    # Each turn's nearest images, merged by their best turn: the pool the Django search reads too.
-    per_turn = [catalogue.index.search(v, NEIGHBOUR_IMAGES, side, exclude=excluded) for v in vectors]
-    hits = merge_turns(per_turn, bonus)
-    similarity = {h.image_id: h.score for h in hits}
-    turn_of = {h.image_id: h.turn for h in hits}
-    ranked = rerank_by_agreement(hits, catalogue.labels)
+        photo = QueryPhoto(0, side, result.embedding[None, :], [float(result.angle)])
+    ranked = rank_items(
+        [photo],
+        lambda vector, side: catalogue.index.search(vector, NEIGHBOUR_IMAGES, side, exclude=excluded),
+        lambda item_ids: {item_id: catalogue.labels.get(item_id, {}) for item_id in item_ids},
+        k=k,
+    )
     candidates = [
         {
             "rank": rank,
-            "type_id": hit.item_id,
-            "score": round(similarity[hit.image_id], 4),
-            "agreement": round(hit.score - similarity[hit.image_id], 4),
-            "image": hit.image_id,
-            "photo": catalogue.paths.get(hit.image_id, ""),
-            "angle": round(angles[turn_of[hit.image_id]], 1),  # the query's turn that matched this image
+            "type_id": item.item_id,
+            "score": round(item.score, 4),
+            "agreement": round(item.agreement, 4),
+            "image": item.image_id,
+            "photo": catalogue.paths.get(item.image_id, ""),
+            "angle": round(item.angle, 1),  # the query's turn that matched this image
         }
-        for rank, hit in enumerate(group_by_item([(h.image_id, h.item_id, h.score) for h in ranked], k=k), start=1)
+        for rank, item in enumerate(ranked, start=1)
     ]
     metadata = {
         name: {"value": p.value, "confidence": round(float(p.confidence), 3)}

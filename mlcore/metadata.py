@@ -327,7 +327,7 @@ class MetadataPredictor(LazyModel):
         self.trained_version = ""
 
     def _load(self) -> MetadataModel:
-        from mlcore.setup_models import ModelFileError
+        from mlcore.modelfiles import ModelFileError
 
         try:
             path, self.trained_version = resolve(self.models_dir, FILENAME, version=self.pinned_version)

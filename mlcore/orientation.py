@@ -24,26 +24,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from mlcore.base import LazyModel, register
+from mlcore.cutout import rotate_upright
 
 FILENAME = "orientation.npz"
 NEUTRAL = (128, 128, 128)
 BINS = 48  # 7.5° each; a multiple of TTA, so each turn's probabilities shift back by whole bins
 TTA = 8
 PCA_ROWS = 4000  # the PCA basis is fitted on at most this many samples (time; the basis is stable)
-
-
-def rotate_upright(image: Image.Image, angle: float) -> Image.Image:
-    """``image`` turned ``angle`` degrees counter-clockwise about its centre, same size, corners neutral."""
-    if not angle % 360:
-        return image.copy()
-    fill: Any = NEUTRAL if image.mode == "RGB" else (*NEUTRAL, 0) if image.mode == "RGBA" else 128
-    return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
 
 
 def turn_offsets(tta: int = TTA) -> np.ndarray:
@@ -176,7 +168,7 @@ class OrientationEstimator(LazyModel):
         return f"{self.version}:{self.embedder.base_version}"
 
     def _load(self) -> OrientationWeights:
-        from mlcore.setup_models import ModelFileError
+        from mlcore.modelfiles import ModelFileError
 
         if self.weights_dir is not None:
             path = self.weights_dir / FILENAME

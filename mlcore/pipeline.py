@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,7 +33,7 @@ from PIL import Image
 from mlcore.enhance import enhance
 from mlcore.imageio import ImageDecodeError, decode_image
 from mlcore.metadata import MetadataPredictor, Prediction
-from mlcore.setup_models import ModelFileError
+from mlcore.modelfiles import ModelFileError
 from mlcore.side import SIDES, SideClassifier
 
 STEPS = ("finding_object", "removing_background", "turning_upright", "enhancing", "classifying", "embedding")
@@ -49,6 +49,14 @@ ROTATION_PRIOR = 0.03
 # catalogue (the embedding's whitening) are trained on copies turned anywhere within it.
 TURN_RESIDUAL = 180.0 / ROTATION_TURNS
 NEUTRAL = (128, 128, 128)  # mlcore.cutout's background grey
+
+
+class CatalogueCut(NamedTuple):
+    """A catalogue photo indexed by ``Pipeline.process_catalogue``: its RGBA cut-out and embedding, or why not."""
+
+    cutout: Image.Image | None
+    embedding: np.ndarray | None
+    error: str = ""
 
 
 class QueryTurns(NamedTuple):
@@ -134,7 +142,7 @@ class Pipeline:
         rotation_prior: float = ROTATION_PRIOR,
         pinned_version: str | None = None,
     ) -> None:
-        from mlcore.setup_models import models_dir as default_models_dir
+        from mlcore.modelfiles import models_dir as default_models_dir
 
         self.models_dir = default_models_dir(models_dir)
         # A trained version to use instead of the active one (a new version is re-indexed before it
@@ -213,6 +221,7 @@ class Pipeline:
         picks it when a photo shows several); None, or an index the photo does not have: the likeliest.
         """
         from mlcore.cutout import make_cutout
+        from mlcore.segment import studio_detection
 
         if known_side is not None and known_side not in SIDES:
             known_side = None  # 'other'/'unknown' sides are classified like any query
@@ -237,7 +246,10 @@ class Pipeline:
         timings["decoding"] = round((time.perf_counter() - started) * 1000, 1)
 
         step("finding_object")
-        found = self.segmenter.find_objects(image, sharpen=choose or 0)
+        # A catalogue's studio photo is usually one coin on a plain background: cut out by colour when that
+        # is safe, which spares the model run that dominates indexing (``studio_detection``).
+        studio = studio_detection(image) if assume_upright and image.mode == "RGB" else None
+        found = [studio] if studio else self.segmenter.find_objects(image, sharpen=choose or 0)
         done("finding_object")
         if not found:
             raise NoObjectFound()
@@ -252,7 +264,8 @@ class Pipeline:
         done("removing_background")
 
         step("turning_upright")
-        from mlcore.orientation import angle_from_probabilities, rotate_upright, turn_views
+        from mlcore.cutout import rotate_upright
+        from mlcore.orientation import angle_from_probabilities, turn_views
 
         probabilities = None  # the orientation estimator's bins, reused as the rotation search's prior
         view_reading = None  # the cut-out read at the estimator's evenly spaced turns (first: as cut)
@@ -367,7 +380,7 @@ class Pipeline:
         ``process`` already made (turn 0), reused as is. The bonus of each turn is
         ``rotation_prior``·log p(turn) from the orientation estimator (zeros when nothing is trained),
         so that an implausible turn must match clearly better to win. Same computation as
-        ``mlcore.evaluate``'s rotation search (docs/ml-notes.md).
+        ``bench.evaluate``'s rotation search (docs/ml-notes.md).
         """
         from mlcore.embed import embed_turns
         from mlcore.retrieval import turn_bonus
@@ -384,6 +397,43 @@ class Pipeline:
             except ModelFileError:
                 pass  # nothing trained: every turn equally plausible
         return QueryTurns(angles=angles, vectors=vectors, bonus=bonus)
+
+    def process_catalogue(self, sources: Sequence[bytes | Image.Image]) -> list[CatalogueCut]:
+        """Catalogue photos (upright, side known), several at once: each found, cut out, and all embedded in one batch.
+
+        The same cut-outs and embeddings as ``process(photo, assume_upright=True)`` one by one, but the
+        backbone runs once for the batch and a studio photo skips the segmentation model
+        (``mlcore.segment.studio_detection``): catalogue indexing's speed (docs/scaling.md). A photo
+        that cannot be decoded or shows no object gets ``error`` instead of a cut-out.
+        """
+        from mlcore.cutout import make_cutout
+        from mlcore.segment import studio_detection
+
+        cuts: list[tuple[Image.Image, Image.Image] | str] = []
+        for source in sources:
+            try:
+                image = source if isinstance(source, Image.Image) else decode_image(source)
+                if image.mode not in ("RGB", "RGBA"):
+                    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+                studio = studio_detection(image) if image.mode == "RGB" else None
+                found = [studio] if studio else self.segmenter.find_objects(image)
+                if not found:
+                    raise NoObjectFound()
+                cut = make_cutout(image, max(found, key=lambda d: d.score), size=self.cutout_size)
+                cuts.append((cut.rgba, cut.on_neutral.convert("RGB")))
+            except (ImageDecodeError, NoObjectFound) as exc:
+                cuts.append(str(exc))
+        good = [cut for cut in cuts if not isinstance(cut, str)]
+        vectors = iter(self.embed_many([on_neutral for _, on_neutral in good]) if good else [])
+        return [
+            CatalogueCut(None, None, cut) if isinstance(cut, str) else CatalogueCut(cut[0], next(vectors))
+            for cut in cuts
+        ]
+
+    def embed_many(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, dim) catalogue embeddings of upright cut-outs on neutral (or stored RGBA cut-outs), one batch."""
+        reading = self.embedder.read([on_neutral_of(image) for image in images])
+        return np.asarray(self.embedder.embed_descriptors(reading.descriptors), dtype=np.float32)
 
     def embed_cutout(self, cutout: Image.Image) -> np.ndarray:
         """The catalogue embedding of a stored cut-out: what ``process(photo, assume_upright=True)`` gives.

@@ -12,16 +12,22 @@ small tools without a database. Vectors are L2-normalised, so the score is the c
   only one photo found.
 * ``rerank_by_agreement`` adds to each item's score how far its metadata (ruler, mint…) agrees with
   the nearest images (``mlcore.metadata.agreement_bonuses``), before grouping.
+* ``rank_items`` is *the* ranking: the platform (over pgvector), the command-line lookup and the
+  evaluations (over ``InMemoryIndex``) all call it, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from mlcore.metadata import AGREEMENT_WEIGHT, agreement_bonuses
+
+CANDIDATES = 8  # items shown for one query
+NEIGHBOUR_IMAGES = 80  # catalogue images read for each turn of a query photo before grouping into items
+METADATA_NEIGHBOURS = 24  # nearest images whose labels vote for a photo's metadata
 
 
 class Hit(NamedTuple):
@@ -256,3 +262,91 @@ def recall_at(rows: Sequence[tuple[Sequence, object]], k: int) -> float | None:
     if not rows:
         return None
     return round(sum(truth in list(ranked)[:k] for ranked, truth in rows) / len(rows), 4)
+
+
+# --- The ranking ------------------------------------------------------------------------------------
+
+
+class QueryPhoto(NamedTuple):
+    """One photo of a query, as the rotation search reads it.
+
+    ``vectors``: (T, dim), the cut-out turned T ways (turn 0 at the estimated angle); ``angles``: the
+    correction angle of each turn; ``bonus``: a score added to each turn's hits (the orientation
+    prior), or None; ``side``: the side to search, None for both.
+    """
+
+    position: int
+    side: str | None
+    vectors: np.ndarray
+    angles: Sequence[float | None]
+    bonus: Sequence[float] | None = None
+
+
+class RankedItem(NamedTuple):
+    """A candidate item: its similarity, its metadata agreement and the evidence (best image, photo, angle).
+
+    ``score`` is the mean over the photos of the item's best image similarity; ``side_scores`` each
+    photo's part (by side, or ``photoN``); the ranking is ``score + agreement`` (``total``).
+    """
+
+    item_id: Any
+    score: float
+    side_scores: dict[str, float]
+    image_id: Any
+    position: int
+    angle: float | None = None
+    agreement: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.score + self.agreement
+
+
+SearchFn = Callable[[np.ndarray, str | None], Sequence[Sequence]]
+LabelsFn = Callable[[Sequence[Any]], Mapping[Any, Mapping[str, str]]]
+
+
+def rank_items(
+    photos: Sequence[QueryPhoto], search: SearchFn, labels_of: LabelsFn, k: int = CANDIDATES
+) -> list[RankedItem]:
+    """The ``k`` best items for one or two photos of one object, best first.
+
+    ``search(vector, side)`` returns the nearest catalogue images as (image_id, item_id, similarity)
+    (``NEIGHBOUR_IMAGES`` of them: an ``InMemoryIndex`` or pgvector); ``labels_of(item_ids)`` their
+    metadata labels. Each photo's turns are searched and merged (each image by its best turn,
+    ``merge_turns``), then grouped into items (best image per item). With two photos an item scores
+    the mean of its best score in each (an item one photo did not find gets that photo's weakest
+    listed score: an upper bound, so agreement of both photos wins). Items rank by that score plus
+    their metadata agreement with each photo's nearest images (``agreement_bonuses``, mean over photos).
+    """
+    merged = [
+        merge_turns([search(vector, photo.side) for vector in np.atleast_2d(photo.vectors)], photo.bonus)
+        for photo in photos
+    ]
+    if not merged:
+        return []
+    labels = labels_of(sorted({hit.item_id for hits in merged for hit in hits}, key=str))
+    best_per_photo: list[dict[Any, tuple[float, Any, float | None]]] = []
+    bonuses_per_photo = []
+    for photo, hits in zip(photos, merged, strict=True):
+        best: dict[Any, tuple[float, Any, float | None]] = {}
+        for hit in hits:
+            if hit.item_id not in best or hit.score > best[hit.item_id][0]:
+                best[hit.item_id] = (hit.score, hit.image_id, photo.angles[hit.turn])
+        best_per_photo.append(best)
+        bonuses_per_photo.append(agreement_bonuses([(h.item_id, labels.get(h.item_id, {}), h.score) for h in hits]))
+    floors = [min((v[0] for v in best.values()), default=0.0) for best in best_per_photo]
+    ranked = []
+    for item_id in set().union(*best_per_photo):
+        scores, side_scores, evidence = [], {}, None
+        for photo, best, floor in zip(photos, best_per_photo, floors, strict=True):
+            score, image_id, angle = best.get(item_id, (floor, None, None))
+            scores.append(score)
+            side_scores[photo.side or f"photo{photo.position + 1}"] = round(score, 4)
+            if image_id is not None and (evidence is None or score > evidence[0]):
+                evidence = (score, image_id, photo.position, angle)
+        _, image_id, position, angle = evidence or (None, None, photos[0].position, None)
+        agreement = float(np.mean([bonuses.get(item_id, 0.0) for bonuses in bonuses_per_photo]))
+        ranked.append(RankedItem(item_id, float(np.mean(scores)), side_scores, image_id, position, angle, agreement))
+    ranked.sort(key=lambda item: (-item.total, str(item.item_id)))
+    return ranked[:k]

@@ -10,9 +10,11 @@ crop. A small best object (a coin photographed from afar) has its mask redone on
 the model sees it at full resolution.
 
 An RGBA image whose alpha channel is meaningful already carries its mask: the alpha is used and
-the model is not run. (A colour-distance shortcut for plain studio backgrounds was measured and
-dropped: it saved the model run but fell to a mean IoU of 0.905 with a soft drop shadow on white,
-where the model keeps 0.990 — see ``mlcore.bench_segment``.)
+the model is not run. A catalogue's studio photo (one object on a plain background) is cut out by
+colour distance when that is safe (``studio_detection``: the border is one colour and what differs
+from it is one round object); otherwise, e.g. a soft drop shadow on white, where colour distance
+fell to a mean IoU of 0.905 against the model's 0.990, the model runs (figures:
+docs/ml-notes.md, "Catalogue photos without the model").
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from scipy import ndimage
 
 from mlcore.base import LazyModel, register
 from mlcore.imageio import alpha_is_meaningful
-from mlcore.setup_models import check_file, read_manifest
+from mlcore.modelfiles import check_file, read_manifest
 
 MODEL_INPUT = 320  # u2netp's native input size; larger inputs cost more and do not help
 WORKING_SIDE = 1024  # components are found at most at this resolution, then masks are upsampled
@@ -251,6 +253,91 @@ def detections_from_probability(
             )
         )
     return result
+
+
+def studio_mask(image: Image.Image, *, tolerance: int) -> np.ndarray:
+    """The largest blob that differs from the background colour, holes filled; all False when none.
+
+    The background colour is the median of the border pixels (handles off-white studio paper).
+    """
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = np.median(border, axis=0)
+    distance = np.abs(rgb - background).max(axis=2)
+    mask = ndimage.binary_opening(distance > tolerance, iterations=2)
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
+    return ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
+
+
+def object_mask(image: Image.Image, *, tolerance: int = 24) -> np.ndarray:
+    """Boolean mask of the object in a studio photo on a plain background (or from meaningful alpha).
+
+    The background colour is the median of the border pixels; pixels further than ``tolerance`` from
+    it (max over channels) are object; the largest component is kept with its holes filled.
+    """
+    if image.mode == "RGBA":
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255 and alpha.max() > 0:
+            return alpha >= 128
+    mask = studio_mask(image, tolerance=tolerance)
+    if mask.sum() < 0.02 * mask.size:  # nothing convincing: treat the whole frame as the object
+        return np.ones(mask.shape, dtype=bool)
+    return mask
+
+
+# A studio photo is cut out without the model only when the background is one colour where the
+# border shows it (half the border pixels within this many levels of its median: a coin may touch
+# the frame), what differs from it is one object at least this round, and the object's edge is
+# sharp: raising the colour tolerance from 24 to 60 levels keeps ≥ 95 % of it (a soft shadow, or a
+# worn coin as pale as the paper, loses more and goes to the model).
+STUDIO_BORDER_SPREAD = 10
+STUDIO_MIN_CIRCULARITY = 0.8
+STUDIO_MIN_SHARPNESS = 0.95
+STUDIO_AREA = (0.05, 0.97)
+STUDIO_TOLERANCE = 24
+STUDIO_WORK_SIDE = 512
+
+
+def studio_detection(image: Image.Image) -> Detection | None:
+    """The one object of a studio photo on a plain background, by colour distance; None when unsure.
+
+    Costs a few milliseconds instead of a model run (catalogue indexing: ``Pipeline.process`` with
+    ``assume_upright``). The mask is found at most ``STUDIO_WORK_SIDE`` px and scaled up.
+    """
+    rgb = image.convert("RGB")
+    scale = min(1.0, STUDIO_WORK_SIDE / max(rgb.size))
+    small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BOX)
+    pixels = np.asarray(small, dtype=np.int16)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    spread = np.abs(border - np.median(border, axis=0)).max(axis=1)
+    if np.median(spread) > STUDIO_BORDER_SPREAD:
+        return None
+    mask = studio_mask(small, tolerance=STUDIO_TOLERANCE)
+    area = float(mask.mean())
+    if not STUDIO_AREA[0] <= area <= STUDIO_AREA[1]:
+        return None
+    circularity = _circularity(mask, float(mask.sum()))
+    if circularity < STUDIO_MIN_CIRCULARITY:
+        return None
+    if studio_mask(small, tolerance=60).sum() < STUDIO_MIN_SHARPNESS * mask.sum():
+        return None
+    if scale < 1.0:
+        full = Image.fromarray(mask.astype(np.uint8) * 255).resize(rgb.size, Image.Resampling.BILINEAR)
+        mask = np.asarray(full) >= 128
+    rows, cols = np.nonzero(mask)
+    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    centrality = _centrality(float(cols.mean()) / mask.shape[1], float(rows.mean()) / mask.shape[0])
+    return Detection(
+        box=box,
+        mask=mask,
+        area=area,
+        circularity=circularity,
+        centrality=centrality,
+        score=_score(area, centrality, circularity, 1.0),
+    )
 
 
 def _centrality(cx: float, cy: float) -> float:

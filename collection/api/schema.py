@@ -49,8 +49,8 @@ class AutoSchema(openapi.AutoSchema):
 
     def get_operation(self, *args, **kwargs):
         operation = super().get_operation(*args, **kwargs)
-        if operation is None:
-            return None
+        if operation is None or not self.path.startswith("/api/"):
+            return operation  # the linked-data documents follow their own standards and describe themselves
         filters = {parameter["name"] for parameter in self._get_filter_parameters()}
         for parameter in operation.get("parameters", []):
             forbid_nul(parameter["schema"])
@@ -91,7 +91,7 @@ class AutoSchema(openapi.AutoSchema):
         # Here, after drf-spectacular's own validators: a pattern added before them would make it
         # wrap a blank-allowed field in an ambiguous oneOf (the pattern matches "" as well).
         schema = super()._map_basic_serializer(serializer, direction)
-        if direction == "request":
+        if direction == "request" and self.path.startswith("/api/"):
             for field_schema in schema.get("properties", {}).values():
                 forbid_nul(field_schema)
         return schema

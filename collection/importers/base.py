@@ -212,7 +212,11 @@ class ImportRun:
     def attach_image(self, **kwargs: Any) -> None:
         image, outcome = services.specimen_image_attach(**kwargs)
         if outcome in ("added", "replaced"):
-            self._written_files += [image.image.name, image.thumbnail.name]
+            self._written_files += [
+                image.image.name,
+                image.thumbnail.name,
+                *services.specimen_image_tile_names(image=image),
+            ]
         setattr(self.result, f"images_{outcome}", getattr(self.result, f"images_{outcome}") + 1)
         if outcome in ("added", "replaced"):
             self.result.image_ids.append(image.pk)
@@ -352,20 +356,31 @@ class ImageIndex:
         return self._files.get((record_id, side))
 
 
+# What to start for the images an import added or replaced, called as ``hook(image_ids=[...])``. The
+# identification app registers its search indexing here (``identification.apps``): the catalogue
+# cannot import it.
+IMAGES_IMPORTED_HOOKS: list[Callable[..., None]] = []
+
+
+def images_imported_hook_register(hook: Callable[..., None]) -> None:
+    """Call ``hook(image_ids=[...])`` after every import that added or replaced images (registered once)."""
+    if hook not in IMAGES_IMPORTED_HOOKS:
+        IMAGES_IMPORTED_HOOKS.append(hook)
+
+
 def index_imported_images(result: ImportResult, *, stdout=None) -> int:
     """Queue search indexing (cut-out + embedding) of the images an import added or replaced.
 
-    Runs in the background worker; ``OBVERSE_INDEX_ON_IMPORT=0`` turns it off (then run
-    ``manage.py reindex`` later). Returns how many images were queued.
+    Runs in the background worker, through the registered hooks; ``OBVERSE_INDEX_ON_IMPORT=0``
+    turns it off (then run ``manage.py reindex`` later). Returns how many images were queued.
     """
     from django.conf import settings
 
-    from identification.services import catalogue_index_enqueue
-
     ids = list(result.image_ids)
-    if not ids or not settings.OBVERSE_INDEX_ON_IMPORT:
+    if not ids or not settings.OBVERSE_INDEX_ON_IMPORT or not IMAGES_IMPORTED_HOOKS:
         return 0
-    catalogue_index_enqueue(image_ids=ids)
+    for hook in IMAGES_IMPORTED_HOOKS:
+        hook(image_ids=ids)
     if stdout is not None:
         stdout.write(f"{len(ids)} images queued for search indexing (the worker embeds them).")
     return len(ids)

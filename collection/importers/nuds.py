@@ -157,15 +157,27 @@ def nuds_parse(data: bytes) -> NudsRecord:
     root = nuds_tree(data)
     if root.tag != f"{{{NUDS}}}nuds":
         raise RecordError(f"not a NUDS record: the root element is {root.tag!r}, expected {{{NUDS}}}nuds")
+    if root.get("recordType") == "conceptual":
+        raise RecordError("a conceptual NUDS record (a coin type), not a physical specimen: nothing to import")
 
     control = _find(root, "n:control")
     record_id = _text(_find(control, "n:recordId"))
     if not record_id:
         raise RecordError("no control/recordId in the record")
     desc = _find(root, "n:descMeta")
-    title = _text(_find(desc, "n:title"))
-    record = NudsRecord(record_id=record_id, title=title or record_id)
+    type_desc = _find(desc, "n:typeDesc")
+    record = NudsRecord(record_id=record_id, title=_text(_find(desc, "n:title")) or record_id)
+    _read_rights(record, control)
+    record.concepts = _concepts(desc, type_desc)
+    _read_type(record, type_desc)
+    citations = _read_references(record, desc)
+    _read_specimen(record, desc, citations)
+    record.remote_images = _remote_images(root)
+    return record
 
+
+def _read_rights(record: NudsRecord, control: Element | None) -> None:
+    """The holding agency, the data licence and the image rights."""
     rights = _find(control, "n:rightsStmt")
     record.agency = _text(_find(control, "n:maintenanceAgency/n:agencyName")) or _text(
         _find(rights, "n:copyrightHolder")
@@ -176,8 +188,10 @@ def nuds_parse(data: bytes) -> NudsRecord:
         elif licence.get("for") == "images":
             record.image_rights = _text(licence)
 
-    type_desc = _find(desc, "n:typeDesc")
-    concepts = record.concepts
+
+def _concepts(desc: Element | None, type_desc: Element | None) -> list[tuple[str, str, str]]:
+    """(kind, label, URI) of every vocabulary term the record names: object type, authority, mint, portrait…"""
+    concepts = []
     for tag, kind in (
         ("objectType", ConceptKind.OBJECT_TYPE),
         ("denomination", ConceptKind.DENOMINATION),
@@ -196,14 +210,18 @@ def nuds_parse(data: bytes) -> NudsRecord:
         for person in _findall(type_desc, f"n:{side_tag}/n:persname"):
             if person.get(ROLE) == "portrait" and (_text(person) or person.get(HREF)):
                 concepts.append((ConceptKind.PORTRAIT.value, _text(person), person.get(HREF, "")))
+    return concepts
 
+
+def _read_type(record: NudsRecord, type_desc: Element | None) -> None:
+    """The item's dates, legends and descriptions, and how it was made."""
     date_range = _find(type_desc, "n:dateRange")
     if date_range is not None:
         start, end = _find(date_range, "n:fromDate"), _find(date_range, "n:toDate")
     else:
         start = end = _find(type_desc, "n:date")
     obverse, reverse = _find(type_desc, "n:obverse"), _find(type_desc, "n:reverse")
-    fields = {
+    record.item_fields = {
         "date_from": _year(start, "fromDate"),
         "date_to": _year(end, "toDate"),
         "obverse_legend": _text(_find(obverse, "n:legend")),
@@ -211,12 +229,16 @@ def nuds_parse(data: bytes) -> NudsRecord:
         "reverse_legend": _text(_find(reverse, "n:legend")),
         "reverse_description": _description(reverse),
     }
-    record.item_fields = fields
     manufacture = _text(_find(type_desc, "n:manufacture"))
     if manufacture:
         record.item_attributes["manufacture"] = manufacture
 
-    # The first linked reference is the type (OCRE/RPC/CRRO); other links are parallel type URIs.
+
+def _read_references(record: NudsRecord, desc: Element | None) -> list[str]:
+    """The type URI and reference; returns the citations that name no type.
+
+    The first linked reference is the type (OCRE/RPC/CRRO); other links are parallel type URIs.
+    """
     references = _findall(desc, "n:refDesc/n:reference")
     linked = [ref for ref in references if ref.get(HREF)]
     if linked:
@@ -227,8 +249,11 @@ def nuds_parse(data: bytes) -> NudsRecord:
     elif references:
         record.reference = _text(references[0])
     citations = [_text(ref) for ref in references if not ref.get(HREF)]
-    citations += [_text(c) for c in _findall(desc, "n:refDesc/n:citation")]
+    return citations + [_text(c) for c in _findall(desc, "n:refDesc/n:citation")]
 
+
+def _read_specimen(record: NudsRecord, desc: Element | None, citations: list[str]) -> None:
+    """The physical object: measurements, holding collection, provenance, findspot, and what else it records."""
     phys = _find(desc, "n:physDesc")
     admin = _find(desc, "n:adminDesc")
     findspots = [_text(e) for e in _findall(desc, "n:findspotDesc/n:findspot/n:fallsWithin/n:geogname")]
@@ -254,13 +279,21 @@ def nuds_parse(data: bytes) -> NudsRecord:
         "citations": [c for c in citations if c],
         "notes": [_text(e) for e in _findall(desc, "n:descriptionSet/n:description") if _text(e)],
         "acknowledgments": [_text(e) for e in _findall(admin, "n:acknowledgment") if _text(e)],
+        # The holding collection's URI (Nomisma's nm:ans…), which linked data publishes as nmo:hasCollection.
+        "collection_uri": (
+            _find(admin, "n:collection").get(HREF, "").strip() if _find(admin, "n:collection") is not None else ""
+        ),
         # The specimen's own readings, kept even when a type supplies the item's text.
-        **{key: value for key, value in fields.items() if key.endswith(("legend", "description"))},
+        **{key: value for key, value in record.item_fields.items() if key.endswith(("legend", "description"))},
     }
     if not record.type_uri:
-        attributes["concepts"] = [{"kind": kind, "label": label, "uri": uri} for kind, label, uri in concepts]
+        attributes["concepts"] = [{"kind": kind, "label": label, "uri": uri} for kind, label, uri in record.concepts]
     record.specimen_attributes = {key: value for key, value in attributes.items() if value}
 
+
+def _remote_images(root: Element) -> dict[str, str]:
+    """Side → the URL of the record's own image of it (METS), the full-size file first."""
+    remote = {}
     for group in root.iterfind(f".//{{{METS}}}fileGrp"):
         side = group.get("USE", "")
         if side not in (Side.OBVERSE, Side.REVERSE):
@@ -269,9 +302,9 @@ def nuds_parse(data: bytes) -> NudsRecord:
         for use in (*REMOTE_USES, *urls):
             locat = urls.get(use)
             if locat is not None and locat.get(HREF, "").startswith(("http://", "https://")):
-                record.remote_images[side] = locat.get(HREF)
+                remote[side] = locat.get(HREF)
                 break
-    return record
+    return remote
 
 
 def _year(element: Element | None, name: str) -> int | None:

@@ -139,18 +139,24 @@ def layout_from_header(header: list[str]) -> Layout:
         columns[canonical] = raw
     if "record_id" not in columns:
         raise HeaderError("the required column 'record_id' is missing")
-    for kind in concepts:
-        if kind in CONCEPT_COLUMNS.values() and kind in {CONCEPT_COLUMNS[c] for c in columns if c in CONCEPT_COLUMNS}:
-            raise HeaderError(f"'concept:{kind}' repeats a standard column; use '{kind}' and '{kind}_uri'")
-    for column, kind in CONCEPT_COLUMNS.items():
-        if column in columns or f"{column}_uri" in columns:
-            concepts[kind] = [columns.get(column), columns.get(f"{column}_uri")]
+    _add_standard_concept_columns(columns, concepts)
     return Layout(
         columns=columns,
         concept_columns={kind: (label, uri) for kind, (label, uri) in concepts.items()},
         attr_columns=attrs,
         is_ans=bool(ANS_MARKERS & {name.strip().lower() for name in header}),
     )
+
+
+def _add_standard_concept_columns(columns: dict[str, str], concepts: dict[str, list[str | None]]) -> None:
+    """Add the standard concept columns (``mint``, ``mint_uri``…) to the ``concept:`` ones, which must not repeat."""
+    standard = {CONCEPT_COLUMNS[c] for c in columns if c in CONCEPT_COLUMNS}
+    for kind in concepts:
+        if kind in standard:
+            raise HeaderError(f"'concept:{kind}' repeats a standard column; use '{kind}' and '{kind}_uri'")
+    for column, kind in CONCEPT_COLUMNS.items():
+        if column in columns or f"{column}_uri" in columns:
+            concepts[kind] = [columns.get(column), columns.get(f"{column}_uri")]
 
 
 def read_csv_text(path: Path) -> str:
@@ -252,15 +258,7 @@ def _write_row(
     if source is None and layout.is_ans:
         source = run.source(name=ANS_NAME, **ans_source_values())
 
-    concepts = []
-    for kind, (label_column, uri_column) in layout.concept_columns.items():
-        labels = _split(row[label_column]) if label_column else []
-        uris = _split(row[uri_column]) if uri_column else []
-        if labels and uris and len(labels) != len(uris):
-            raise RecordError(f"{kind}: {len(labels)} labels but {len(uris)} URIs (separate several with '|')")
-        for n in range(max(len(labels), len(uris))):
-            concepts.append(run.concept(kind, labels[n] if labels else "", uris[n] if uris else ""))
-
+    concepts = _row_concepts(run, layout, row)
     title = value("title")
     fields = {
         "date_from": parse_year(value("date_from"), name="date_from"),
@@ -312,6 +310,19 @@ def _write_row(
             raise RecordError(f"missing image: {column} {name!r} not found in {base_dir}")
         run.attach_image(specimen=specimen, side=side, path=image_path, existing=images.get(side))
     return created
+
+
+def _row_concepts(run: ImportRun, layout: Layout, row: dict[str, str]) -> list:
+    """The row's vocabulary terms, one per label (or URI) of each concept column, found or created."""
+    concepts = []
+    for kind, (label_column, uri_column) in layout.concept_columns.items():
+        labels = _split(row[label_column]) if label_column else []
+        uris = _split(row[uri_column]) if uri_column else []
+        if labels and uris and len(labels) != len(uris):
+            raise RecordError(f"{kind}: {len(labels)} labels but {len(uris)} URIs (separate several with '|')")
+        for n in range(max(len(labels), len(uris))):
+            concepts.append(run.concept(kind, labels[n] if labels else "", uris[n] if uris else ""))
+    return concepts
 
 
 def _split(cell: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
+from collection.models import CANDIDATE_FILTER_KINDS
 from identification.models import Candidate, DeclaredSide, Submission, SubmissionImage
 
 
@@ -59,10 +60,12 @@ class SubmissionCreateSchema(OpenApiSerializerExtension):
 class CandidateFiltersSerializer(serializers.Serializer):
     """Input of POST …/candidates/: concept slugs of each kind (as in the item API); blank means any."""
 
-    authority = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    mint = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    material = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    denomination = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # One field per kind candidates can be narrowed by: the result page's form reads the same list.
+        return {
+            kind: serializers.CharField(required=False, allow_blank=True, max_length=200)
+            for kind in CANDIDATE_FILTER_KINDS
+        }
 
 
 class ObjectChoiceSerializer(serializers.Serializer):

@@ -90,11 +90,16 @@ class TestItemsEndpoint:
         body = api.get(self.url, {"q": "CONSTANTI", "date_from": 330}).json()
         assert [row["id"] for row in body["results"]] == [catalogue["item"].pk]
 
-    def test_invalid_filters_answer_400(self, api, catalogue):
-        assert api.get(self.url, {"date_to": "later"}).status_code == 400
+    def test_invalid_filters_answer_400_naming_the_filter(self, api, catalogue):
+        response = api.get(self.url, {"date_to": "later"})
+        assert response.status_code == 400
+        assert "date_to" in response.json()["errors"]
 
     def test_drafts_are_hidden_from_the_public(self, api, catalogue):
-        assert api.get(reverse("item-detail", args=[catalogue["draft"].pk])).status_code == 404
+        response = api.get(reverse("item-detail", args=[catalogue["draft"].pk]))
+        assert response.status_code == 404
+        assert catalogue["draft"].title not in response.content.decode()
+        assert catalogue["draft"].pk not in [row["id"] for row in api.get(self.url).json()["results"]]
 
     def test_curators_see_drafts(self, api, catalogue, curator):
         api.force_authenticate(curator)
@@ -109,8 +114,10 @@ class TestItemsEndpoint:
 
     def test_it_is_read_only(self, api, catalogue, admin_user):
         api.force_authenticate(admin_user)
+        before = list(Item.objects.order_by("pk").values_list("pk", "title"))
         assert api.post(self.url, {"title": "New"}).status_code == 405
         assert api.delete(reverse("item-detail", args=[catalogue["item"].pk])).status_code == 405
+        assert list(Item.objects.order_by("pk").values_list("pk", "title")) == before
 
     def test_clients_choose_the_page_size(self, api, catalogue):
         body = api.get(self.url, {"page_size": 1}).json()
@@ -147,7 +154,9 @@ class TestSpecimensEndpoint:
         assert [row["record_id"] for row in body["results"]] == ["1944.100.23777"]
 
     def test_hidden_specimens_are_not_found(self, api, catalogue):
-        assert api.get(reverse("specimen-detail", args=[catalogue["hidden"].pk])).status_code == 404
+        response = api.get(reverse("specimen-detail", args=[catalogue["hidden"].pk]))
+        assert response.status_code == 404
+        assert catalogue["hidden"].record_id not in response.content.decode()
 
     def test_query_count_is_pinned(self, api, catalogue, django_assert_num_queries):
         for n in range(10):
@@ -188,8 +197,10 @@ class TestFacetsEndpoint:
         }
         assert body["count"] == 1
 
-    def test_invalid_filters_answer_400(self, api, catalogue):
-        assert api.get(reverse("api-facets"), {"mint": "no spaces allowed"}).status_code == 400
+    def test_invalid_filters_answer_400_naming_the_filter(self, api, catalogue):
+        response = api.get(reverse("api-facets"), {"mint": "no spaces allowed"})
+        assert response.status_code == 400
+        assert "mint" in response.json()["errors"]
 
 
 @pytest.mark.django_db
@@ -229,7 +240,8 @@ class TestSchema:
     def test_every_operation_documents_its_errors_in_the_one_error_shape(self):
         schema = SchemaGenerator().get_schema(request=None, public=True)
         errors = {"$ref": "#/components/schemas/Errors"}
-        for path, operations in schema["paths"].items():
+        api_v1 = {path: operations for path, operations in schema["paths"].items() if path.startswith("/api/v1/")}
+        for path, operations in api_v1.items():
             for method, operation in operations.items():
                 responses = operation["responses"]
                 assert "403" in responses, (method, path)  # a refused token, anywhere
@@ -246,6 +258,18 @@ class TestSchema:
         params = {p["name"]: p["schema"] for p in schema["paths"]["/api/v1/items/"]["get"]["parameters"]}
         assert (params["page_size"]["minimum"], params["page_size"]["maximum"]) == (1, 200)
         assert params["date_from"]["type"] == "integer"
+
+    def test_operation_ids_of_v1_are_stable(self):
+        # Generated clients name their methods after them: renaming one is a change of contract.
+        schema = SchemaGenerator().get_schema(request=None, public=True)
+        paths = {path: ops for path, ops in schema["paths"].items() if path.startswith("/api/v1/")}
+        ids = {operation["operationId"] for operations in paths.values() for operation in operations.values()}
+        assert ids == {
+            "v1_concepts_list", "v1_concepts_retrieve", "v1_facets_retrieve", "v1_items_list", "v1_items_retrieve",
+            "v1_search_list", "v1_specimens_list", "v1_specimens_retrieve", "v1_submissions_create",
+            "v1_submissions_retrieve", "v1_submissions_candidates_create", "v1_submissions_none_match_create",
+            "v1_submissions_objects_create",
+        }  # fmt: skip
 
     def test_the_schema_and_docs_pages_are_served(self, client, db):
         assert client.get(reverse("api-schema")).status_code == 200

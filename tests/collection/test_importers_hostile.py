@@ -19,7 +19,7 @@ from collection.importers.base import RecordError, formula_neutralise, formula_r
 from collection.importers.nuds import MAX_XML_BYTES, import_nuds_paths, nuds_parse
 from collection.importers.tabular import import_csv_file
 from collection.models import Concept, Item, Specimen
-from tests.collection.test_importers_nuds import BILLION_LAUGHS, MINIMAL
+from tests.samples import BILLION_LAUGHS, MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
 NUDS_NS = 'xmlns="http://nomisma.org/nuds" xmlns:xlink="http://www.w3.org/1999/xlink"'

@@ -11,79 +11,9 @@ from django.core.management import CommandError, call_command
 from collection.importers.base import RecordError
 from collection.importers.nuds import import_nuds_paths, nuds_parse
 from collection.models import Concept, Item, Source, Specimen, SpecimenImage
-
-# Chosen to cover: three and two coins of one type, records without a type URI, a single <date>,
-# an RPC type with a second linked reference, and a few ordinary ones.
-SUBSET = [
-    "1944.100.23777",
-    "1934.21.55",
-    "1944.100.22734",  # ric.8.cnp.37 ×3
-    "1944.100.53312",
-    "1944.100.53313",  # ric.4.sa.648b ×2
-    "1944.100.53316",
-    "1946.35.79",  # no type URI
-    "0000.999.3156",  # <date> instead of <dateRange>
-    "1944.100.39369",  # OCRE and RPC links
-    "1944.100.53310",
-    "1944.100.53311",
-    "0000.999.10200",
-]
-
-MINIMAL = """<?xml version="1.0" encoding="UTF-8"?>
-<nuds xmlns="http://nomisma.org/nuds" xmlns:xlink="http://www.w3.org/1999/xlink"
-      xmlns:tei="http://www.tei-c.org/ns/1.0" recordType="physical">
-  <control><recordId>{record_id}</recordId>
-    <maintenanceAgency><agencyName>Test Cabinet</agencyName></maintenanceAgency></control>
-  <descMeta>
-    <title xml:lang="en">Silver Denarius of Test, Rome, 44 BCE. {record_id}</title>
-    <typeDesc>
-      <date standardDate="-0044">44 BCE</date>
-      <material xlink:href="http://nomisma.org/id/ar">Silver</material>
-      <authority><persname xlink:role="authority" xlink:href="http://nomisma.org/id/julius_caesar">Caesar</persname></authority>
-      <obverse><legend><tei:div type="edition"><tei:ab>CAESAR   DICT</tei:ab></tei:div></legend></obverse>
-    </typeDesc>
-    <physDesc><axis>{axis}</axis><measurementsSet><weight units="g">{weight}</weight></measurementsSet></physDesc>
-    <refDesc><reference xlink:href="http://numismatics.org/crro/id/rrc.480.1">RRC 480/1</reference></refDesc>
-  </descMeta>
-</nuds>
-"""
-
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE nuds [
-  <!ENTITY a "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">
-  <!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
-  <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">
-  <!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
-  <!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">
-  <!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">
-  <!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;">
-]>
-<nuds xmlns="http://nomisma.org/nuds"><control><recordId>LAUGHS.1</recordId></control>
-<descMeta><title>&g;</title></descMeta></nuds>
-"""
-
-
-def external_entity(secret: Path) -> str:
-    return f"""<?xml version="1.0"?>
-<!DOCTYPE nuds [<!ENTITY xxe SYSTEM "file://{secret}">]>
-<nuds xmlns="http://nomisma.org/nuds"><control><recordId>XXE.1</recordId></control>
-<descMeta><title>&xxe;</title></descMeta></nuds>
-"""
-
-
-# Four coins of Severus Alexander (two of one type): enough for matching, re-import and failures.
-SMALL = ["1944.100.53312", "1944.100.53313", "1944.100.53310", "1944.100.53311"]
-
-
-def copy_records(ans_dir: Path, folder: Path, record_ids: list[str]) -> Path:
-    """A NUDS folder with these records and an images folder beside it (copies, in tmp)."""
-    (folder / "nuds").mkdir()
-    (folder / "images").mkdir()
-    for record_id in record_ids:
-        shutil.copy(ans_dir / "nuds" / f"{record_id}.xml", folder / "nuds")
-        for side in ("obv", "rev"):
-            shutil.copy(ans_dir / "images" / f"{record_id}.{side}.jpg", folder / "images")
-    return folder
+from tests.samples import ANS_SMALL as SMALL
+from tests.samples import ANS_SUBSET as SUBSET
+from tests.samples import BILLION_LAUGHS, MINIMAL, copy_records, external_entity
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collection.importers.nuds import import_nuds_paths
 from collection.importers.tabular import HeaderError, import_csv_file, layout_from_header
 from collection.models import Concept, Item, Source, Specimen, SpecimenImage
 from tests.factories import png_bytes
+from tests.samples import GENERIC_HEADER, generic_row, write_csv
 
 # Rows of the real labels.csv: two share a type (ric.4.sa.648b), one has no type.
 ANS_RECORDS = {
@@ -23,62 +24,6 @@ ANS_RECORDS = {
     "1944.100.53316",
 }
 ANS_ROWS = len(ANS_RECORDS)
-
-GENERIC_HEADER = [
-    "record_id",
-    "title",
-    "item_uri",
-    "item_reference",
-    "authority",
-    "authority_uri",
-    "mint",
-    "material",
-    "date_from",
-    "date_to",
-    "obverse_legend",
-    "weight_g",
-    "diameter_mm",
-    "axis",
-    "obverse_image",
-    "reverse_image",
-    "concept:portrait",
-    "concept:portrait:uri",
-    "attr:rarity",
-]
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
-    with path.open("w", newline="", encoding=encoding) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def generic_row(n: int, **overrides: str) -> list[str]:
-    values = {
-        "record_id": f"MUS.{n}",
-        "title": f"Denarius {n}. MUS.{n}",
-        "item_uri": "http://numismatics.org/crro/id/rrc.480.1",
-        "item_reference": "RRC 480/1",
-        "authority": "Julius Caesar",
-        "authority_uri": "http://nomisma.org/id/julius_caesar",
-        "mint": "Rome",
-        "material": "Silver",
-        "date_from": "-44",
-        "date_to": "-44",
-        "obverse_legend": "CAESAR DICT PERPETVO",
-        "weight_g": "3.91",
-        "diameter_mm": "19",
-        "axis": "6",
-        "obverse_image": f"img/{n}.obv.png",
-        "reverse_image": f"img/{n}.rev.png",
-        "concept:portrait": "Julius Caesar | Venus",
-        "concept:portrait:uri": "http://nomisma.org/id/julius_caesar | http://nomisma.org/id/venus",
-        "attr:rarity": "R1",
-    }
-    values.update(overrides)
-    return [values[column] for column in GENERIC_HEADER]
 
 
 @pytest.fixture
@@ -250,17 +195,22 @@ class TestIndexImportedImages:
         from django_q import tasks as q_tasks
 
         from collection.importers.base import ImportResult, index_imported_images
+        from identification.models import IndexChunk
 
         queued = []
-        monkeypatch.setattr(q_tasks, "async_task", lambda name, ids: queued.append((name, ids)))
+        monkeypatch.setattr(q_tasks, "async_task", lambda name, chunk, **kwargs: queued.append((name, chunk, kwargs)))
         settings.OBVERSE_INDEX_ON_IMPORT = True
+        settings.OBVERSE_INDEX_CHUNK = 50
         result = ImportResult(image_ids=list(range(1, 61)))
         from django.test import TestCase
 
         with TestCase.captureOnCommitCallbacks(execute=True):
             assert index_imported_images(result) == 60
-        assert [len(ids) for _, ids in queued] == [50, 10]
-        assert queued[0][0] == "identification.tasks.index_catalogue_images"
+        chunks = [IndexChunk.objects.get(pk=chunk) for _, chunk, _ in queued]
+        assert [len(chunk.image_ids) for chunk in chunks] == [50, 10] and chunks[0].job.total == 60
+        assert {(name, kwargs["cluster"]) for name, _, kwargs in queued} == {
+            ("identification.tasks.index_chunk", "bulk")
+        }
 
     def test_nothing_is_queued_when_indexing_on_import_is_off(self, settings):
         from collection.importers.base import ImportResult, index_imported_images

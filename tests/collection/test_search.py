@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collection.models import Item
-from collection.search import item_refresh_search, prefix_tsquery, query_terms
-from collection.selectors import item_search
+from collection.search import item_refresh_search, item_search, prefix_tsquery, query_terms
 from tests.factories import make_concept, make_item
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,20 +12,7 @@ from PIL import Image
 from collection import services
 from collection.models import Concept, ImageEmbedding, Item, Source, Specimen, SpecimenImage
 from tests.factories import make_concept, make_item, make_specimen, png_bytes
-
-
-def jpeg_with_gps(size: tuple[int, int] = (400, 300), orientation: int = 1) -> bytes:
-    """A JPEG carrying an EXIF orientation and GPS position (what a phone writes)."""
-    image = Image.new("RGB", size, "#b08d57")
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    exif[0x010F] = "PhoneMaker"
-    gps = exif.get_ifd(0x8825)
-    gps[2] = (51.0, 30.0, 0.0)  # GPSLatitude
-    gps[1] = "N"
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif)
-    return buffer.getvalue()
+from tests.samples import jpeg_with_gps
 
 
 @pytest.mark.django_db

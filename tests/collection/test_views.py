@@ -250,7 +250,10 @@ class TestSpecimenDetail:
         assert SECRET_PROVENANCE not in html
 
     def test_non_public_specimens_are_not_found(self, client, catalogue):
-        assert client.get(catalogue["hidden_specimen"].get_absolute_url()).status_code == 404
+        response = client.get(catalogue["hidden_specimen"].get_absolute_url())
+        assert response.status_code == 404
+        html = _text(response)
+        assert "Not found" in html and catalogue["hidden_specimen"].record_id not in html
 
     def test_a_specimen_of_a_draft_type_does_not_link_to_it(self, client, catalogue):
         specimen = make_specimen(catalogue["draft"], record_id="OF.DRAFT")
@@ -271,7 +274,9 @@ class TestConceptDetail:
         assert f"{reverse('collection:item_list')}?mint=rome" in html
 
     def test_an_unknown_concept_is_not_found(self, client, catalogue):
-        assert client.get(reverse("collection:concept_detail", args=["mint", "atlantis"])).status_code == 404
+        response = client.get(reverse("collection:concept_detail", args=["mint", "atlantis"]))
+        assert response.status_code == 404
+        assert "Not found" in _text(response)
 
     def test_query_count_is_pinned(self, client, catalogue, django_assert_num_queries):
         for n in range(8):

@@ -26,22 +26,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
 
 from collection.models import ConceptKind, ItemStatus
-from identification import services
-from tests.factories import make_concept, make_image, make_item, make_specimen
-from tests.identification.fakes import FakePipeline
+from tests.factories import catalogue_image, make_concept, make_item
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("OBVERSE_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("OBVERSE_FUZZ_SEED", "20261207"))
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 @pytest.fixture
@@ -55,9 +46,8 @@ def catalogue(fake_pipeline):
         make_item(concepts=[rome], date_from=-44, status=ItemStatus.PUBLISHED),
         make_item(status=ItemStatus.DRAFT),
     ]
-    for item in items:
-        image = make_image(make_specimen(item))
-        services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)
+    for seed, item in enumerate(items):
+        catalogue_image(item, seed=seed, pipeline=fake_pipeline)
     return items
 
 
@@ -70,6 +60,10 @@ def schemathesis_command(base_url: str, token: str) -> list[str]:
         str(ROOT / "tests" / "config" / "schemathesis.toml"),
         "run",
         f"{base_url}/api/schema/",
+        # API v1, the versioned contract partners build on. The linked-data documents (IIIF, NUDS,
+        # RDF, VoID) are in the same schema but follow their own standards; they are not fuzzed yet.
+        "--include-path-regex",
+        "^/api/v1/",
         "--url",
         base_url,
         "--max-examples",

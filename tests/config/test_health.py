@@ -43,6 +43,18 @@ class TestHealthz:
         assert body["checks"]["vector_extension"].startswith("ok (0.")
         assert body["checks"]["models"] == {"u2netp": "ok", "backbone": "ok"}
         assert "worker" in body["checks"]  # reported, whatever its state
+        assert body["checks"]["background_jobs"] == []
+
+    def test_it_shows_the_bulk_work_running_without_failing(self, client, settings, tmp_path):
+        from identification.models import BackgroundJob
+
+        settings.OBVERSE_MODELS_DIR = _models_folder(tmp_path / "models")
+        BackgroundJob.objects.create(kind="train", status="running", detail="fitting the side classifier")
+        body = client.get(self.url).json()
+        assert body["status"] == "ok"
+        (job,) = body["checks"]["background_jobs"]
+        assert (job["kind"], job["status"], job["detail"]) == ("train", "running", "fitting the side classifier")
+        assert job["progress"] is None and job["seconds_left"] is None  # a training's size is not counted
 
     def test_it_fails_with_503_when_the_models_folder_is_not_prepared(self, client, settings, tmp_path):
         settings.OBVERSE_MODELS_DIR = tmp_path / "empty"
@@ -108,4 +120,5 @@ class TestHealthz:
         assert trained == f"ok ({current})"
 
     def test_it_only_answers_get(self, client):
-        assert client.post(self.url).status_code == 405
+        response = client.post(self.url)
+        assert response.status_code == 405 and response["Allow"] == "GET"

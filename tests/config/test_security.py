@@ -1,6 +1,6 @@
 """Web hardening: headers and CSP, production settings, CSRF, redirects, escaping, uploads and privacy.
 
-The pages are rendered from the world of test_permission_matrix.py: hostile text (``<script>`` and
+The pages are rendered from the world of tests/config/world.py: hostile text (``<script>`` and
 ``"><img onerror>``) in every field a person can type, and distinctive private values (requester
 email and name, findspot, provenance) that no public page or API answer may contain.
 """
@@ -29,14 +29,14 @@ from rest_framework.authtoken.models import Token
 
 from collection.importers.tabular import import_csv_file
 from collection.models import SpecimenImage
+from collection.services import specimen_image_tile_names
 from config import embedded_db
 from config.middleware import content_security_policy
-from identification import review_services as rs
-from identification import services
-from identification.models import Proposal, Submission
-from tests.collection.test_importers_tabular import GENERIC_HEADER, generic_row, write_csv
-from tests.collection.test_services import jpeg_with_gps
-from tests.config.test_permission_matrix import (
+from identification import indexing
+from identification.models import Submission
+from review import services as rs
+from review.models import Proposal
+from tests.config.world import (
     FINDSPOT,
     MATRIX,
     PROVENANCE,
@@ -45,16 +45,12 @@ from tests.config.test_permission_matrix import (
     World,
     client_for,
     db_writes,
-    fake_pipeline,
-    world,
 )
-from tests.factories import make_item
-from tests.identification.fakes import pattern_png
-from tests.identification.test_browser import browser
-from tests.identification.test_review_services import claim_and_review, make_user
+from tests.factories import claim_and_review, make_item, make_user, pattern_png
+from tests.samples import GENERIC_HEADER, generic_row, jpeg_with_gps, write_csv
 
-pytestmark = pytest.mark.django_db
-__all__ = ["browser", "fake_pipeline", "world"]  # fixtures
+# Approvals index the new catalogue images inline: with the fake pipeline, never the real models.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_pipeline")]
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -526,7 +522,9 @@ def test_markup_is_refused_at_upload_on_the_form_and_the_api(client, settings, k
 def test_a_photo_is_not_taken_for_markup(client):
     data = {"photo_1": SimpleUploadedFile("coin.jpg", jpeg_with_gps(), content_type="image/jpeg")}
     response = client.post("/identify/", {**data, "requester_name": "Ada", "requester_email": "ada@example.org"})
-    assert response.status_code == 302
+    submission = Submission.objects.get()
+    assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
+    assert submission.images.get().upload_name == "coin.jpg"
 
 
 def _submit_and_process(client, django_capture_on_commit_callbacks, data: bytes) -> Submission:
@@ -595,6 +593,12 @@ PUBLIC_API = [
     "/api/v1/submissions/{waiting}/",
     "/api/schema/?format=json",
     "/identify/{waiting}/status.json",
+    # Linked data: NUDS, Nomisma RDF, Linked Art, IIIF (findspot and provenance never go out).
+    *(f"/specimens/{{specimen}}.{fmt}" for fmt in ("xml", "ttl", "jsonld", "rdf")),
+    *(f"/items/{{item}}.{fmt}" for fmt in ("xml", "ttl")),
+    "/specimens/{specimen}/linked-art.json",
+    "/iiif/specimens/{specimen}/manifest.json",
+    "/iiif/items/{item}/collection.json",
 ]
 
 
@@ -663,9 +667,10 @@ def test_no_exif_or_gps_in_any_stored_file_of_an_import(tmp_path, settings, fake
     result = import_csv_file(write_csv(tmp_path / "coins.csv", GENERIC_HEADER, rows))
     assert result.images_added == 4
     for image in SpecimenImage.objects.all():
-        services.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)  # writes the cut-out
+        indexing.catalogue_image_index(image_id=image.pk, pipeline=fake_pipeline)  # writes the cut-out
     stored = [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
-    assert len(stored) == 12  # image, thumbnail and cut-out of 4 photos
+    tiles = sum(len(specimen_image_tile_names(image=image)) for image in SpecimenImage.objects.all())
+    assert len(stored) == 12 + tiles  # image, thumbnail and cut-out of 4 photos, and any IIIF tiles (none under 512 px)
     for file in stored:
         assert_no_metadata(file)
 

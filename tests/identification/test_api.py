@@ -9,20 +9,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from identification import services
 from identification.models import Submission
-from tests.factories import make_concept, make_item
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.identification.test_services import catalogue_image
+from tests.factories import catalogue_image, make_concept, make_item, pattern_png, two_coins_png
+from tests.fakes import FakePipeline
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 @pytest.fixture
@@ -125,7 +116,8 @@ class TestDetail:
         assert "ada@example.org" not in text and "Ada" not in text
 
     def test_an_unknown_id_is_404(self, client):
-        assert client.get(f"/api/v1/submissions/{uuid.uuid4()}/").status_code == 404
+        response = client.get(f"/api/v1/submissions/{uuid.uuid4()}/")
+        assert response.status_code == 404 and response.json() == {"errors": {"id": ["No such submission."]}}
 
 
 class TestActions:
@@ -150,20 +142,30 @@ class TestActions:
         body = client.post(url, {}, format="json").json()
         assert body["filters"] == {} and body["candidates"][0]["item"]["id"] == gold_item.pk
 
+    def test_candidates_are_narrowed_by_region(self, client, fake_pipeline, django_capture_on_commit_callbacks):
+        asia, gaul = make_concept("region", "Asia"), make_concept("region", "Gaul")
+        asian, gallic = make_item(concepts=[asia]), make_item(concepts=[gaul])
+        catalogue_image(asian, seed=702, pipeline=fake_pipeline)
+        catalogue_image(gallic, seed=703, pipeline=fake_pipeline)
+        with django_capture_on_commit_callbacks(execute=True):
+            created = post(client, images=[photo(702)]).json()
+        response = client.post(f"/api/v1/submissions/{created['id']}/candidates/", {"region": gaul.slug}, format="json")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["filters"] == {"region": gaul.slug}
+        assert [c["item"]["id"] for c in body["candidates"]] == [gallic.pk]
+
     def test_candidates_cannot_be_narrowed_before_processing_has_finished(self, client):
         created = post(client).json()
         response = client.post(f"/api/v1/submissions/{created['id']}/candidates/", {"material": "silver"})
         assert response.status_code == 409  # well-formed, but the submission is not ready for it
         assert "processing has finished" in str(response.json()["errors"]["filters"])
 
-    def test_another_object_is_described(self, client, monkeypatch, django_capture_on_commit_callbacks):
-        from tests.identification.test_services import two_coins_png
-
+    def test_another_object_is_described(self, client, fake_pipeline, django_capture_on_commit_callbacks):
         left_item, right_item = make_item(), make_item()
         catalogue_image(left_item, seed=800, pipeline=FakePipeline())
         catalogue_image(right_item, seed=801, pipeline=FakePipeline())
-        pipeline = FakePipeline(objects=2)
-        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+        fake_pipeline.objects = 2
         two_coins = SimpleUploadedFile("two.png", two_coins_png(800, 801), content_type="image/png")
         with django_capture_on_commit_callbacks(execute=True):
             created = post(client, images=[two_coins]).json()
@@ -218,6 +220,9 @@ class TestActions:
 
     @pytest.mark.parametrize("action", ["candidates", "objects", "none-match"])
     def test_an_unknown_id_is_404_and_get_is_not_allowed(self, client, action):
-        assert client.post(f"/api/v1/submissions/{uuid.uuid4()}/{action}/").status_code == 404
+        missing = client.post(f"/api/v1/submissions/{uuid.uuid4()}/{action}/")
+        assert missing.status_code == 404 and missing.json() == {"errors": {"id": ["No such submission."]}}
         created = post(client).json()
         assert client.get(f"/api/v1/submissions/{created['id']}/{action}/").status_code == 405
+        unchanged = Submission.objects.get(pk=created["id"])
+        assert (unchanged.status, unchanged.filters, unchanged.none_match_at) == ("received", {}, None)

@@ -5,7 +5,7 @@ process, on the test database) processes it, two volunteers log in and pick the 
 the review page, a curator approves the proposal, the worker indexes the new catalogue images, and
 the item's public page shows the new specimen. Screenshots of each page go to var/screenshots/.
 
-The worker runs FakePipeline (tests/identification/fakes.py) instead of the ML models: this test is
+The worker runs FakePipeline (tests/fakes.py) instead of the ML models: this test is
 about the web pages, the queue and the review loop working together; the real pipeline has its own
 end-to-end tests (test_end_to_end.py) and needs real data and prepared models, which this does not.
 
@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,25 +34,14 @@ from django.core.files.base import ContentFile
 from PIL import Image, ImageDraw
 
 from collection.models import ImageEmbedding, Side, Specimen, SpecimenImage
-from identification import services
-from identification.models import Proposal, ProposalStatus, Submission, SubmissionStatus
+from identification import indexing
+from identification.models import Submission, SubmissionStatus
+from review.models import Proposal, ProposalStatus
+from tests.browser import missing_browser
 from tests.factories import make_item, make_specimen
-from tests.identification.fakes import FakePipeline
-from tests.identification.test_tasks import _database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    # No network but loopback here: without these Chromium keeps trying to reach its own services.
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 15_000
 
 # The worker: the project's settings on the test database, FakePipeline instead of the models, one
@@ -65,49 +53,12 @@ import django
 django.setup()
 from django.core.management import call_command
 from django_q.conf import Conf
-from identification import services
-from tests.identification.fakes import FakePipeline
+from tests.fakes import install_in_process
 Conf.SYNC = False  # config.settings_test runs tasks inline; this process is the real queue
 Conf.WORKERS = 1
-pipeline = FakePipeline()
-services.get_pipeline = lambda: pipeline
+install_in_process()
 call_command("qcluster")
 """
-
-
-def _missing_browser(reason: str):
-    """Skip with the reason on a developer's machine; fail in CI, where `make test` installs Chromium."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"CI=true but {reason}; `make test` installs Debian's chromium when run as root.")
-    pytest.skip(f"{reason}: install Debian's chromium (`make browser` as root) to run the browser test")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing_browser("Playwright is not installed (requirements.txt)")
-    executable = os.environ.get("OBVERSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.access(executable, os.X_OK):
-        _missing_browser(f"no Chromium at {executable}")
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        # The sync API keeps an asyncio loop registered as running in this thread (it switches to it
-        # with greenlets while a browser call waits), so Django's async-safety check would refuse the
-        # test's queries, and the database flush after it, although none runs inside a coroutine.
-        # Playwright's documentation for Django says to allow it; it lasts as long as the browser.
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        # Debian's Chromium; Playwright never downloads a browser of its own here.
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch) -> FakePipeline:
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 @pytest.fixture
@@ -119,11 +70,11 @@ def queued_tasks(monkeypatch):
 
 
 @pytest.fixture
-def worker(transactional_db, queued_tasks, tmp_path):
+def worker(transactional_db, queued_tasks, tmp_path, test_database_url):
     """A real `manage.py qcluster` in its own process group, on the test database and this test's media."""
     env = {
         **{key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": test_database_url,
         "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
         "PYTHONUNBUFFERED": "1",
@@ -187,7 +138,7 @@ def _catalogue_coin(item, *, seed: int, pipeline) -> SpecimenImage:
     data = _coin_png(seed)
     image = SpecimenImage(specimen=specimen, side=Side.OBVERSE, sha256=hashlib.sha256(data).hexdigest())
     image.image.save(f"{specimen.record_id}.png", ContentFile(data), save=True)
-    assert services.catalogue_image_index(image_id=image.pk, pipeline=pipeline)
+    assert indexing.catalogue_image_index(image_id=image.pk, pipeline=pipeline)
     return image
 
 
@@ -362,10 +313,10 @@ def test_a_photo_goes_from_upload_through_review_and_approval_to_the_public_item
 def test_a_missing_browser_skips_outside_ci(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="install Debian's chromium"):
-        _missing_browser("no Chromium at /nowhere")
+        missing_browser("no Chromium at /nowhere")
 
 
 def test_a_missing_browser_fails_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true but no Chromium"):
-        _missing_browser("no Chromium at /nowhere")
+        missing_browser("no Chromium at /nowhere")

@@ -19,10 +19,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from PIL import Image
 
-from identification import services
+from identification import indexing, pipeline_cache, services
 from identification.models import SubmissionStatus
-from identification.pipeline import reset_pipeline
-from mlcore.setup_models import ModelFileError, check_file
+from identification.pipeline_cache import reset_pipeline
+from mlcore.modelfiles import ModelFileError, check_file
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db, pytest.mark.data]
@@ -79,9 +79,9 @@ class TestRealCoin:
         from collection.models import Specimen, SpecimenImage
 
         import_csv_file(_head(ans_dir / "labels.csv", 8, tmp_path / "head.csv"), images_dir=ans_dir)
-        pipeline = services.get_pipeline()
+        pipeline = pipeline_cache.get_pipeline()
         for image_id in SpecimenImage.objects.values_list("pk", flat=True):
-            assert services.catalogue_image_index(image_id=image_id, pipeline=pipeline)
+            assert indexing.catalogue_image_index(image_id=image_id, pipeline=pipeline)
         specimen = Specimen.objects.filter(item__isnull=False).order_by("record_id").first()
         photo = Image.open(ans_dir / "images" / f"{specimen.record_id}.obv.jpg").rotate(25, fillcolor="white")
         submission = _submit(_jpeg(photo))
@@ -114,24 +114,21 @@ def test_the_identification_benchmark_runs_on_a_small_real_subset(ans_dir, tmp_p
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir)]
     cmd += ["--catalogue-limit", "12", "--limit", "1", "--seed", "1", "--out", str(out)]
+    cmd += ["--query-types", "all", "--regime", "poor", "--no-reindex"]  # 12 coins: few held-out types
     env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0"}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
     assert result["queries"] >= 1 and result["pair_queries"] >= 1
-    keys = (
-        "recall_at_1",
-        "recall_at_8",
-        "recall_at_1_pair",
-        "recall_at_8_pair",
-        "side_accuracy",
-        "side_accuracy_single",
-    )
+    keys = ("recall_at_1", "recall_at_8", "recall_at_1_pair", "recall_at_8_pair", "side_accuracy_single")
     for key in (*keys, "side_accuracy_pair"):
         assert 0.0 <= result[key] <= 1.0, key
     assert result["recall_at_1"] <= result["recall_at_8"]
     assert result["recall_at_1_pair"] <= result["recall_at_8_pair"]
     assert result["latency_ms_p50"] > 0 and result["index_build_s"] > 0 and result["train_s"] > 0
-    assert result["reindex_s"] >= 0
+    assert result["reindex_s"] is None and result["query_types"] == "all"
+    for kind in ("single", "pair"):  # every recall stands beside its ceiling
+        assert 0.0 < result["ceiling"][kind]["recall_at_1"] <= result["ceiling"][kind]["recall_at_8"] <= 1.0
+    assert 0.0 <= result["design_recall_at_1"] <= 1.0 and result["regimes"] == {}
     assert result["catalogue_images"] > 0 and "embedding" in result["model_versions"]
     assert set(result["metadata_calibration"]) == set(result["metadata_accuracy"]) >= {"material"}
     assert set(result["metadata_calibration"]["material"]["accuracy_at_coverage"]) == {"50%", "80%", "100%"}
@@ -145,20 +142,34 @@ def test_the_benchmark_answers_the_photos_of_a_queries_csv(ans_dir, tmp_path):
     records = load_ans_layout(ans_dir, limit=6)
     folder = tmp_path / "queries"
     folder.mkdir()
-    photo = Image.open(records[2].images["reverse"]).rotate(90)  # a "phone photo" of a catalogue coin
-    photo.save(folder / "q1.jpg")
-    (folder / "queries.csv").write_text(f"image,record_id,side\nq1.jpg,{records[2].record_id},reverse\n")
+    # "Phone photos" of catalogue coins: one reverse alone (poor), and both sides of another as a pair (good).
+    Image.open(records[2].images["reverse"]).rotate(90).save(folder / "q1.jpg")
+    Image.open(records[3].images["obverse"]).rotate(10).save(folder / "q2o.jpg")
+    Image.open(records[3].images["reverse"]).rotate(-10).save(folder / "q2r.jpg")
+    (folder / "queries.csv").write_text(
+        "image,record_id,side,pair,regime\n"
+        f"q1.jpg,{records[2].record_id},reverse,,poor\n"
+        f"q2o.jpg,{records[3].record_id},obverse,p2,good\n"
+        f"q2r.jpg,{records[3].record_id},reverse,p2,good\n"
+    )
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "manage.py", "benchmark_identification", "--catalogue", str(ans_dir), "--no-train"]
-    cmd += ["--catalogue-limit", "6", "--queries", str(folder / "queries.csv"), "--out", str(out)]
+    cmd += ["--catalogue-limit", "6", "--queries", str(folder / "queries.csv"), "--out", str(out), "--no-reindex"]
     env = {**os.environ, "OBVERSE_INDEX_ON_IMPORT": "0"}
     details = tmp_path / "details.jsonl"
     subprocess.run([*cmd, "--details", str(details)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
-    assert result["queries"] == 1 and result["pair_queries"] == 0 and result["train_s"] is None
+    assert result["queries"] == 1 and result["pair_queries"] == 1 and result["train_s"] is None
     assert 0.0 <= result["recall_at_1"] <= result["recall_at_8"] <= 1.0
-    # --details: the query's truth and what it was answered, to look at the failures.
-    (row,) = [json.loads(line) for line in details.read_text().splitlines()]
+    # Figures per regime: the single photo is the poor one, the pair the good one.
+    assert (result["regimes"]["poor"]["queries"], result["regimes"]["poor"]["pair_queries"]) == (1, 0)
+    assert (result["regimes"]["good"]["queries"], result["regimes"]["good"]["pair_queries"]) == (0, 1)
+    assert set(result["ceiling"]) == {"reverse", "single", "pair"}
+    # --details: the query's truth, its images and what it was answered, to look at the failures.
+    single, pair = [json.loads(line) for line in details.read_text().splitlines()]
+    assert pair["images"] == ["q2o.jpg", "q2r.jpg"] and pair["regime"] == "good" and pair["photos"] == 2
+    row = single
+    assert row["images"] == ["q1.jpg"] and row["regime"] == "poor"
     assert row["record_id"] == records[2].record_id and row["type_id"] == records[2].type_id
     assert row["sides"][0]["true"] == "reverse" and 1 <= len(row["candidates"]) <= 8
     assert row["rank"] == (row["candidates"].index(row["type_id"]) + 1 if row["type_id"] in row["candidates"] else None)

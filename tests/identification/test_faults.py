@@ -1,5 +1,5 @@
-"""Faults: stuck submissions are swept (requeued or failed), a full or unwritable disk is a clear error,
-a killed `qcluster` and a restarted PostgreSQL lose nothing (the last two are slow and use subprocesses).
+"""Faults: a full or unwritable disk is a clear error, a lost enqueue is left for the sweep, and a killed
+`qcluster` and a restarted PostgreSQL lose nothing (the last two are slow and use subprocesses).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,239 +23,24 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
-from django_q.models import OrmQ, Schedule
+from django_q.models import OrmQ
 
 from collection import services as collection_services
 from collection.importers.tabular import import_csv_file
 from collection.models import Specimen, SpecimenImage
-from identification import services, tasks
+from identification import services, sweep, uploads
 from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
-from tests.factories import make_item, make_specimen, png_bytes
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.identification.test_services import catalogue_image
-from tests.identification.test_tasks import ROOT, _database_url
+from tests.factories import catalogue_image, make_item, make_specimen, pattern_png, png_bytes
 
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _submit(seed: int = 42) -> Submission:
     upload = SimpleUploadedFile("coin.png", pattern_png(seed), content_type="image/png")
     return services.submission_create(files=[upload], requester_name="Ada", requester_email="ada@example.org")
-
-
-def _age(submission: Submission, *, minutes: int, **fields) -> None:
-    """Make a submission look as if it was last touched (or claimed) ``minutes`` ago."""
-    then = timezone.now() - timedelta(minutes=minutes)
-    values = {"updated_at": then}
-    if fields.get("status") == SubmissionStatus.PROCESSING:
-        values["processing_started_at"] = then
-    Submission.objects.filter(pk=submission.pk).update(**values, **fields)
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[str]:
-    """Record what the sweep queues instead of running it."""
-    calls: list[str] = []
-    monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: calls.append(str(submission_id)))
-    return calls
-
-
-@pytest.mark.django_db
-class TestSubmissionSweepStuck:
-    def test_it_requeues_a_received_submission_the_queue_lost_and_it_finishes_once(
-        self, fake_pipeline, django_capture_on_commit_callbacks
-    ):
-        catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
-        catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
-        submission = _submit()  # outside captured callbacks: its enqueue is "lost"
-        _age(submission, minutes=10)
-        with django_capture_on_commit_callbacks(execute=True):  # sync=True in tests: the task runs inline
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [submission.pk] and report.failed == []
-        done = Submission.objects.get(pk=submission.pk)
-        assert done.status == SubmissionStatus.AWAITING_REVIEW and done.attempts == 1
-        assert Candidate.objects.filter(submission=done).count() == 2
-        with django_capture_on_commit_callbacks(execute=True):
-            again = services.submission_sweep_stuck()
-        assert again.requeued == [] and again.failed == []
-        assert Candidate.objects.filter(submission=done).count() == 2
-
-    def test_it_leaves_a_recent_received_submission_alone(self, enqueued, django_capture_on_commit_callbacks):
-        submission = _submit()
-        _age(submission, minutes=2)  # below OBVERSE_SWEEP_RECEIVED_AFTER_S (5 minutes)
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [] and enqueued == []
-        assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RECEIVED
-
-    def test_it_leaves_a_received_submission_whose_task_is_still_queued(
-        self, enqueued, django_capture_on_commit_callbacks
-    ):
-        from django_q.tasks import async_task
-
-        submission = _submit()
-        _age(submission, minutes=30)  # waiting behind a long queue, not lost
-        async_task("identification.tasks.process_submission", str(submission.pk), sync=False)  # into the ORM broker
-        assert OrmQ.objects.count() == 1
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [] and enqueued == []
-
-    def test_it_requeues_a_processing_submission_whose_worker_died(
-        self, fake_pipeline, django_capture_on_commit_callbacks
-    ):
-        catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
-        submission = _submit()
-        _age(submission, minutes=30, status=SubmissionStatus.PROCESSING, step="classifying", attempts=1)
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [submission.pk]
-        done = Submission.objects.get(pk=submission.pk)
-        assert done.status == SubmissionStatus.AWAITING_REVIEW and done.attempts == 2
-        assert SubmissionImage.objects.filter(submission=done).count() == 1
-        assert Candidate.objects.filter(submission=done).count() == 1
-
-    def test_it_leaves_a_processing_submission_within_its_timeout(
-        self, enqueued, settings, django_capture_on_commit_callbacks
-    ):
-        submission = _submit()
-        _age(submission, minutes=5, status=SubmissionStatus.PROCESSING, attempts=1)
-        settings.OBVERSE_PROCESSING_TIMEOUT_S = 540  # 9 minutes: still running
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [] and report.failed == [] and enqueued == []
-        assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.PROCESSING
-
-    def test_it_fails_a_stuck_submission_whose_attempts_are_used_up(
-        self, fake_pipeline, enqueued, settings, django_capture_on_commit_callbacks
-    ):
-        submission = _submit()
-        _age(
-            submission,
-            minutes=30,
-            status=SubmissionStatus.PROCESSING,
-            attempts=settings.OBVERSE_PROCESSING_MAX_ATTEMPTS,
-        )
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.failed == [submission.pk] and report.requeued == [] and enqueued == []
-        failed = Submission.objects.get(pk=submission.pk)
-        assert failed.status == SubmissionStatus.FAILED
-        assert f"stopped {settings.OBVERSE_PROCESSING_MAX_ATTEMPTS} times" in failed.error
-        assert failed.processed_at is not None
-        assert tasks.process_submission(str(submission.pk)) is False  # a late delivery of its task does nothing
-        assert fake_pipeline.calls == 0
-
-    def test_it_fails_a_lost_received_submission_whose_attempts_are_used_up(
-        self, enqueued, settings, django_capture_on_commit_callbacks
-    ):
-        submission = _submit()
-        _age(submission, minutes=30, attempts=settings.OBVERSE_PROCESSING_MAX_ATTEMPTS)
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.failed == [submission.pk] and enqueued == []
-        assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.FAILED
-
-    def test_it_never_touches_finished_submissions(self, enqueued, django_capture_on_commit_callbacks):
-        for status in (SubmissionStatus.AWAITING_REVIEW, SubmissionStatus.FAILED, SubmissionStatus.RESOLVED):
-            _age(_submit(), minutes=60, status=status, attempts=3)
-        with django_capture_on_commit_callbacks(execute=True):
-            report = services.submission_sweep_stuck()
-        assert report.requeued == [] and report.failed == [] and enqueued == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_sweeps_queue_a_stuck_submission_once(enqueued):
-    submissions = [_submit(seed) for seed in range(4)]
-    for submission in submissions:
-        _age(submission, minutes=30, status=SubmissionStatus.PROCESSING, attempts=1)
-    enqueued.clear()  # submission_create's own enqueue ran on commit
-    barrier = threading.Barrier(3)
-    reports = []
-
-    def sweep():
-        try:
-            barrier.wait()
-            reports.append(services.submission_sweep_stuck())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweep) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(reports) == 3
-    requeued = sorted(str(pk) for report in reports for pk in report.requeued)
-    assert requeued == sorted(str(s.pk) for s in submissions)  # each once, across all sweeps
-    assert sorted(enqueued) == requeued
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_sweep_skips_a_submission_another_transaction_holds(enqueued):
-    held, free = _submit(1), _submit(2)
-    for submission in (held, free):
-        _age(submission, minutes=30)
-    locked, release, done = threading.Event(), threading.Event(), []
-
-    def hold():
-        try:
-            with transaction.atomic():
-                Submission.objects.select_for_update().get(pk=held.pk)
-                locked.set()
-                release.wait(timeout=30)
-        finally:
-            connection.close()
-
-    def sweep():
-        try:
-            done.append(services.submission_sweep_stuck())
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(timeout=10)
-    sweeper = threading.Thread(target=sweep)
-    sweeper.start()
-    sweeper.join(timeout=10)
-    finished = not sweeper.is_alive()  # a sweep waiting on the lock would still be running
-    release.set()
-    holder.join(timeout=10)
-    sweeper.join(timeout=10)
-    assert finished, "the sweep waited for a row another transaction holds"
-    assert done[0].requeued == [free.pk]
-
-
-@pytest.mark.django_db
-def test_sweep_submissions_command_reports_what_it_did(enqueued, django_capture_on_commit_callbacks, capsys):
-    lost = _submit()
-    _age(lost, minutes=10)
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("sweep_submissions")
-    out = capsys.readouterr().out
-    assert "requeued 1, failed 0" in out and str(lost.pk) in out
-    assert enqueued == [str(lost.pk)]
-
-
-@pytest.mark.django_db
-def test_the_sweep_is_scheduled_every_few_minutes_by_a_migration():
-    schedule = Schedule.objects.get(name="obverse-sweep-submissions")
-    assert schedule.func == "identification.tasks.sweep_submissions"
-    assert schedule.schedule_type == Schedule.MINUTES and 1 <= schedule.minutes <= 10
-    assert schedule.repeats < 0  # forever
-
-
-# --- Disk full / unwritable media ---------------------------------------------------------------
 
 
 class BrokenDisk:
@@ -360,11 +144,11 @@ def test_a_failed_enqueue_after_commit_keeps_the_submission_for_the_sweep(monkey
     submission = services.submission_create(files=_photos(1), requester_name="Ada", requester_email="ada@example.org")
     kept = Submission.objects.get(pk=submission.pk)
     assert kept.status == SubmissionStatus.RECEIVED
-    assert services.private_uploads().exists(kept.images.get().upload_path)  # its photo was not deleted
-    _age(kept, minutes=10)
+    assert uploads.private_uploads().exists(kept.images.get().upload_path)  # its photo was not deleted
+    Submission.objects.filter(pk=submission.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     queued = []
     monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: queued.append(submission_id))
-    assert services.submission_sweep_stuck().requeued == [submission.pk]
+    assert sweep.submission_sweep_stuck().requeued == [submission.pk]
     assert queued == [submission.pk]
 
 
@@ -409,8 +193,8 @@ test_settings.Q_CLUSTER = {
 test_settings.DATABASES["default"]["CONN_MAX_AGE"] = 60  # as deployed: kept connections, health-checked
 import django
 django.setup()
-from identification import services
-from tests.identification.fakes import FakePipeline
+from identification import pipeline_cache
+from tests.fakes import FakePipeline, fake_get_pipeline
 
 class Pipeline(FakePipeline):
     def process(self, source, *, on_step=None, **kwargs):
@@ -419,8 +203,7 @@ class Pipeline(FakePipeline):
             time.sleep(float(os.environ.get("STEP_DELAY") or 0))
         return super().process(source, on_step=step, **kwargs)
 
-pipeline = Pipeline(block_at=os.environ.get("BLOCK_AT") or None)
-services.get_pipeline = lambda: pipeline
+pipeline_cache.get_pipeline = fake_get_pipeline(Pipeline(block_at=os.environ.get("BLOCK_AT") or None))
 from django.core.management import call_command
 call_command(*sys.argv[1:])
 """
@@ -456,7 +239,7 @@ def _wait_for(predicate, *, timeout: float, what: str, log: Path | None = None) 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_qcluster_finishes_the_submission_exactly_once_after_restart(
-    fake_pipeline, monkeypatch, settings, tmp_path
+    fake_pipeline, monkeypatch, settings, tmp_path, test_database_url
 ):
     from django_q.conf import Conf
     from django_q.models import Task
@@ -465,7 +248,7 @@ def test_a_killed_qcluster_finishes_the_submission_exactly_once_after_restart(
     catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
     monkeypatch.setattr(Conf, "SYNC", False)  # a real enqueue into the ORM broker, as the web does
     env = {
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": test_database_url,
         "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
         "OBVERSE_PROCESSING_TIMEOUT_S": "5",  # below the queue's retry (10 s): the redelivery may take over

@@ -23,11 +23,11 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from identification import services
+from identification import services, uploads
 from identification.api.views import SubmissionAnonThrottle
 from identification.models import Submission, SubmissionImage, SubmissionStatus
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.mlcore.test_imageio_fuzz import MUTATION, crafted_header, mutate, seeds
+from tests.factories import pattern_png
+from tests.samples import MUTATION, crafted_header, mutate, seeds
 
 pytestmark = pytest.mark.django_db
 
@@ -42,13 +42,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 API_URL = "/api/v1/submissions/"
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 @pytest.fixture
@@ -286,7 +279,7 @@ class TestTheApiAndFormRefuseHostileFiles:
         good = client.post("/identify/", {"photo_1": _upload(pattern_png(4), "coin.png"), **contact})
         assert good.status_code == 302
         image = Submission.objects.get().images.get()
-        with services.private_uploads().open(image.upload_path) as stored:
+        with uploads.private_uploads().open(image.upload_path) as stored:
             assert stored.read() == pattern_png(4)  # the probe left the file at its start: saved whole
 
 
@@ -414,3 +407,4 @@ class TestWebFormRateLimit:
         client.force_login(volunteer)
         for _ in range(3):
             assert client.post("/identify/", {"photo_1": _photo()}, REMOTE_ADDR="192.0.2.5").status_code == 302
+        assert Submission.objects.filter(submitted_by=volunteer).count() == 3

@@ -13,15 +13,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.utils import timezone
 
-from config.throwaway_db import database_url
 from identification import services, tasks
-from identification.models import Candidate, Submission, SubmissionImage, SubmissionStatus
-from tests.factories import make_item
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.identification.test_services import catalogue_image
+from identification.models import BackgroundJob, Candidate, Submission, SubmissionImage, SubmissionStatus
+from tests.factories import catalogue_image, make_item, pattern_png
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,23 +26,11 @@ import os, sys
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
 import django
 django.setup()
-from identification import services, tasks
-from tests.identification.fakes import FakePipeline
-pipeline = FakePipeline(block_at=os.environ["BLOCK_AT"])
-services.get_pipeline = lambda: pipeline
+from identification import tasks
+from tests.fakes import install_in_process
+install_in_process(block_at=os.environ["BLOCK_AT"])
 tasks.process_submission(sys.argv[1])
 """
-
-
-def _database_url() -> str:
-    return database_url(connection.settings_dict["NAME"])
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 def _submit() -> Submission:
@@ -64,14 +48,23 @@ def test_process_submission_task_runs_the_service(fake_pipeline):
 
 
 @pytest.mark.django_db
-def test_index_catalogue_images_task_counts_indexed_images(fake_pipeline):
+def test_index_chunk_task_counts_indexed_images(fake_pipeline, django_capture_on_commit_callbacks):
+    from identification.models import IndexChunk
+
     image = catalogue_image(make_item(), seed=43, pipeline=fake_pipeline)
-    assert tasks.index_catalogue_images([image.pk, 999999]) == 1
+    job = BackgroundJob.objects.create(kind="index", total=2)
+    chunk = IndexChunk.objects.create(job=job, image_ids=[image.pk, 999999])
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker commits at once
+        assert tasks.index_chunk(chunk.pk) == 1
+    job.refresh_from_db()
+    assert (job.status, job.done, job.failed) == ("done", 1, 1)
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fake_pipeline, monkeypatch, tmp_path):
+def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(
+    fake_pipeline, monkeypatch, tmp_path, test_database_url
+):
     monkeypatch.setattr(services, "submission_enqueue", lambda submission_id: None)  # the worker below takes it
     catalogue_image(make_item(), seed=42, pipeline=fake_pipeline)
     catalogue_image(make_item(), seed=44, pipeline=fake_pipeline)
@@ -79,7 +72,7 @@ def test_a_worker_killed_mid_submission_is_completed_exactly_once_by_a_rerun(fak
     assert Submission.objects.get(pk=submission.pk).status == SubmissionStatus.RECEIVED
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": test_database_url,
         "OBVERSE_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "OBVERSE_PRIVATE_UPLOADS": str(settings.OBVERSE_PRIVATE_UPLOADS),
         "BLOCK_AT": "classifying",
@@ -123,7 +116,7 @@ def test_sweep_submissions_task_requeues_a_lost_submission(monkeypatch, django_c
     lost = _submit()
     Submission.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.sweep_submissions() == "requeued 1, failed 0"
+        assert tasks.sweep_submissions() == "requeued 1, failed 0; indexing chunks queued again 0"
     assert queued == [lost.pk]
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.sweep_submissions() == "requeued 0, failed 0"  # its clock restarted: not queued twice
+        assert tasks.sweep_submissions().startswith("requeued 0, failed 0")  # its clock restarted: not queued twice

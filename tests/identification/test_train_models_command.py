@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from identification import services
+from identification import jobs
 from mlcore import versions
 from mlcore.train import current_recipes
 
@@ -23,7 +23,7 @@ def _commit(models_dir, recipes: dict[str, str | None]) -> str:
 @pytest.fixture
 def queued(monkeypatch):
     calls = []
-    monkeypatch.setattr(services, "models_train_enqueue", lambda: calls.append("train"))
+    monkeypatch.setattr(jobs, "training_request", lambda: calls.append("train"))
     return calls
 
 

@@ -10,18 +10,9 @@ from PIL import Image
 
 from identification import services
 from identification.models import Submission, SubmissionStatus
-from tests.factories import make_concept, make_item
-from tests.identification.fakes import FakePipeline, pattern_png
-from tests.identification.test_services import catalogue_image
+from tests.factories import catalogue_image, make_concept, make_item, pattern_png, two_coins_png
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    pipeline = FakePipeline()
-    monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
-    return pipeline
 
 
 def photo(seed: int = 1) -> SimpleUploadedFile:
@@ -77,6 +68,7 @@ class TestExamples:
 
     def test_an_unknown_example_is_404(self, client, example):
         assert client.post("/identify/examples/nope/").status_code == 404
+        assert not Submission.objects.exists()
 
 
 class TestSubmissionPages:
@@ -147,13 +139,42 @@ class TestSubmissionPages:
         assert response.status_code == 302
         assert list(submission.candidates.values_list("item_id", flat=True)) == [silver_item.pk]
 
-    def test_a_photo_of_two_coins_shows_both_and_lets_the_user_pick_the_other(
-        self, client, monkeypatch, django_capture_on_commit_callbacks
-    ):
-        from tests.identification.test_services import two_coins_png
+    def test_candidates_can_be_narrowed_by_region_from_the_page(self, client, fake_pipeline):
+        asia, gaul = make_concept("region", "Asia"), make_concept("region", "Gaul")
+        asian, gallic = make_item(concepts=[asia]), make_item(concepts=[gaul])
+        catalogue_image(asian, seed=8, pipeline=fake_pipeline)
+        catalogue_image(gallic, seed=9, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(8)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        html = client.get(submission.get_absolute_url()).content.decode()
+        assert '<select name="region">' in html and f'value="{gaul.slug}"' in html
+        response = client.post(f"/identify/{submission.pk}/recompute/", {"region": gaul.slug})
+        assert response.status_code == 302
+        submission.refresh_from_db()
+        assert submission.filters == {"region": gaul.slug}
+        assert list(submission.candidates.values_list("item_id", flat=True)) == [gallic.pk]
 
-        pipeline = FakePipeline(objects=2)
-        monkeypatch.setattr(services, "get_pipeline", lambda: pipeline)
+    def test_when_the_photos_index_was_replaced_narrowing_sends_them_back_to_the_worker(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks
+    ):
+        from collection.models import ImageEmbedding
+
+        catalogue_image(make_item(), seed=10, pipeline=fake_pipeline)
+        submission = services.submission_create(files=[photo(10)], requester_name="A", requester_email="a@example.org")
+        services.submission_process(submission_id=submission.pk)
+        ImageEmbedding.objects.update(model_version="2")  # a retraining re-indexed and pruned version 1
+        fake_pipeline.embedder.version = "2"
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            response = client.post(f"/identify/{submission.pk}/recompute/", {"material": ""}, follow=True)
+        assert "described again with the current model" in response.content.decode()
+        submission.refresh_from_db()
+        assert submission.status == SubmissionStatus.RECEIVED and len(callbacks) == 1
+
+    def test_a_photo_of_two_coins_shows_both_and_lets_the_user_pick_the_other(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks
+    ):
+        pipeline = fake_pipeline
+        pipeline.objects = 2
         upload = SimpleUploadedFile("coins.png", two_coins_png(3, 4), content_type="image/png")
         submission = services.submission_create(files=[upload], requester_name="A", requester_email="a@example.org")
         services.submission_process(submission_id=submission.pk)
@@ -204,4 +225,5 @@ class TestSubmissionPages:
         assert submission.none_match_at is not None
 
     def test_an_unknown_submission_is_404(self, client):
-        assert client.get("/identify/00000000-0000-0000-0000-000000000000/").status_code == 404
+        response = client.get("/identify/00000000-0000-0000-0000-000000000000/")
+        assert response.status_code == 404 and "Not found" in response.content.decode()

@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 
 from mlcore.backbone import fold_batch_norms
-from mlcore.setup_models import ModelFileError
+from mlcore.modelfiles import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 

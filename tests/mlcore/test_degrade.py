@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mlcore.degrade import degrade_like_phone, degrade_with_truth, object_mask
+from mlcore.degrade import degrade_like_phone, degrade_with_truth
+from mlcore.segment import object_mask
 
 
 def _studio_coin(size: int = 300) -> Image.Image:

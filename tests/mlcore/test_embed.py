@@ -21,7 +21,7 @@ from mlcore.embed import (
     prepare,
     projection_fit,
 )
-from mlcore.setup_models import ModelFileError
+from mlcore.modelfiles import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 
@@ -137,8 +137,7 @@ class TestEmbedder:
 def test_a_rotated_blurred_photo_finds_its_coin_in_the_top_3_of_50(ans_dir, embedder):
     from PIL import ImageFilter
 
-    from mlcore.evaluate import catalogue_cutout
-    from mlcore.orientation import rotate_upright
+    from mlcore.cutout import catalogue_cutout, rotate_upright
 
     paths = sorted((ans_dir / "images").glob("*.obv.jpg"))[:50]
     catalogue = []

@@ -168,7 +168,7 @@ class TestDecodeImage:
         assert decoded.getpixel((2_048, 1_548))[0] > 180  # the disc, where it was
 
     def test_a_jpeg_beyond_its_own_limit_is_refused(self):
-        from tests.mlcore.test_imageio_fuzz import crafted_header
+        from tests.samples import crafted_header
 
         with pytest.raises(ImageDecodeError, match=r"too large: 160 megapixels \(limit 150\)"):
             decode_image(crafted_header("JPEG", 16_000, 10_000))

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import zipfile
 import zlib
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mlcore.imageio import DecodeLimits, ImageDecodeError, decode_image, encode_jpeg, probe_image
+from tests.samples import MUTATION, crafted_header, encoded, mutate, noise_image, png_chunk, seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("OBVERSE_FUZZ_EXAMPLES", "150"))
@@ -40,83 +40,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 LIMITS = DecodeLimits()
-
-
-def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def _noise(mode: str = "RGB", size=(64, 48), seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-    return Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode)
-
-
-def _grey16(size=(64, 48)) -> Image.Image:
-    ramp = (np.arange(size[0] * size[1], dtype=np.uint32).reshape(size[1], size[0]) * 21) % 65536
-    return Image.fromarray(ramp.astype(np.uint16))
-
-
-def _animated_gif() -> bytes:
-    first = Image.new("RGB", (64, 48), (255, 0, 0)).convert("P")
-    second = Image.new("RGB", (64, 48), (0, 0, 255)).convert("P")
-    return _bytes(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
-
-
-@cache
-def seeds() -> dict[str, bytes]:
-    """Small valid files of every accepted format and awkward mode: the material the fuzzer mutates."""
-    rgb, rgba = _noise(), _noise("RGBA")
-    return {
-        "jpeg": _bytes(rgb, "JPEG", quality=80),
-        "jpeg-progressive": _bytes(rgb, "JPEG", progressive=True),
-        "png": _bytes(rgb, "PNG"),
-        "png-alpha": _bytes(rgba, "PNG"),
-        "png-palette": _bytes(rgb.convert("P"), "PNG"),
-        "png-16bit-grey": _bytes(_grey16(), "PNG"),
-        "webp": _bytes(rgb, "WEBP"),
-        "gif-animated": _animated_gif(),
-        "tiff": _bytes(rgb, "TIFF"),
-        "tiff-lzw": _bytes(rgb, "TIFF", compression="tiff_lzw"),
-        "tiff-cmyk": _bytes(rgb.convert("CMYK"), "TIFF"),
-        "tiff-16bit-grey": _bytes(_grey16(), "TIFF"),
-        "tiff-palette": _bytes(rgb.convert("P"), "TIFF"),
-        "tiff-alpha-deflate": _bytes(rgba, "TIFF", compression="tiff_adobe_deflate"),
-        "bmp": _bytes(rgb, "BMP"),
-    }
-
-
-# One mutation: (operation, position seed, byte value). Positions are taken modulo the file length,
-# so every mutation applies to every seed and hypothesis can shrink a failure to a few bytes.
-MUTATION = st.tuples(
-    st.sampled_from(["truncate", "flip", "set", "insert", "delete", "header"]),
-    st.integers(min_value=0, max_value=2**31),
-    st.integers(min_value=0, max_value=255),
-)
-
-
-def mutate(data: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
-    out = bytearray(data)
-    for operation, where, value in mutations:
-        if not out:
-            break
-        position = where % len(out)
-        if operation == "truncate":
-            del out[position:]
-        elif operation == "flip":
-            out[position] ^= 1 << (value % 8)
-        elif operation == "set":
-            out[position] = value
-        elif operation == "insert":
-            out[position:position] = bytes([value]) * (1 + where % 16)
-        elif operation == "delete":
-            del out[position : position + 1 + where % 16]
-        else:  # headers hold the sizes, offsets and counts that parsers trust
-            out[where % min(len(out), 128)] = value
-    return bytes(out)
 
 
 hostile_files = st.builds(
@@ -192,36 +115,6 @@ class TestFuzzedFiles:
             assert (probe.width, probe.height) == (width, height)
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def crafted_header(fmt: str, width: int, height: int) -> bytes:
-    """A file of ``fmt`` whose header claims ``width``×``height`` but that carries almost no pixels."""
-    if fmt == "PNG":
-        ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-        idat = zlib.compress(b"\0" * 64)
-        return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-    if fmt == "GIF":
-        screen = struct.pack("<HHBBB", width, height, 0, 0, 0)
-        descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
-        return b"GIF89a" + screen + descriptor + b"\x02\x02\x44\x01\x00\x3b"
-    if fmt == "BMP":
-        info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
-        return b"BM" + struct.pack("<IHHI", 14 + 40 + 16, 0, 0, 54) + info + b"\0" * 16
-    if fmt == "TIFF":
-        entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
-        entries += [(273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
-        ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *entry) for entry in entries)
-        return b"II*\x00" + struct.pack("<I", 24) + b"\0" * 16 + ifd + b"\0\0\0\0"
-    # JPEG: a real tiny JPEG whose SOF0 dimensions are rewritten.
-    data = bytearray(_bytes(Image.new("L", (8, 8)), "JPEG"))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
 class TestCraftedFiles:
     @pytest.mark.parametrize(
         ("data", "words"),
@@ -247,13 +140,13 @@ class TestCraftedFiles:
 
     def test_a_strip_of_pixels_is_refused_as_too_narrow(self):
         with pytest.raises(ImageDecodeError, match="too narrow"):
-            decode_image(_bytes(Image.new("RGB", (4000, 40)), "PNG"))
+            decode_image(encoded(Image.new("RGB", (4000, 40)), "PNG"))
 
     def test_a_jpeg_zip_polyglot_decodes_to_the_photo_and_the_archive_is_dropped(self):
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w") as zf:
             zf.writestr("payload.html", "<script>alert(1)</script>")
-        data = _bytes(_noise(), "JPEG") + archive.getvalue()
+        data = encoded(noise_image(), "JPEG") + archive.getvalue()
         assert zipfile.is_zipfile(io.BytesIO(data))  # really both
         image = decode_image(data)
         assert image.size == (64, 48)
@@ -261,7 +154,7 @@ class TestCraftedFiles:
         assert b"PK\x03\x04" not in stored and b"<script" not in stored
 
     def test_a_gif_html_polyglot_keeps_no_markup_after_re_encoding(self):
-        gif = _bytes(
+        gif = encoded(
             Image.new("RGB", (64, 48), (10, 200, 10)).convert("P"), "GIF", comment=b"<script>alert(1)</script>"
         )
         assert b"<script" in gif
@@ -271,7 +164,7 @@ class TestCraftedFiles:
 
     def test_a_png_named_like_anything_is_judged_by_its_content(self):
         # Names and declared types are not read at all: only the bytes are.
-        assert probe_image(_bytes(_noise(), "PNG")).format == "PNG"
+        assert probe_image(encoded(noise_image(), "PNG")).format == "PNG"
 
     def test_an_animated_gif_gives_its_first_frame(self):
         image = decode_image(seeds()["gif-animated"])
@@ -297,7 +190,7 @@ class TestCraftedFiles:
 
     @pytest.mark.parametrize("fmt", ["PNG", "PDF"])
     def test_the_probe_leaves_an_open_upload_at_its_start_for_saving(self, fmt):
-        data = _bytes(_noise(), "PNG") if fmt == "PNG" else b"%PDF-1.4 not a photo"
+        data = encoded(noise_image(), "PNG") if fmt == "PNG" else b"%PDF-1.4 not a photo"
         handle = io.BytesIO(data)
         try:
             probe_image(handle)
@@ -340,7 +233,7 @@ def _png_of_zeros(width: int, height: int, *, depth: int = 8, colour: int = 2) -
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def _decode_in_subprocess(tmp_path: Path, data: bytes) -> dict:

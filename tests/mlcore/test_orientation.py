@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mlcore.modelfiles import ModelFileError
 from mlcore.orientation import (
     BINS,
     OrientationEstimator,
@@ -17,7 +18,6 @@ from mlcore.orientation import (
     rotate_upright,
     turn_views,
 )
-from mlcore.setup_models import ModelFileError
 
 MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 
@@ -126,7 +126,7 @@ def embedder():
 
 @pytest.mark.data
 def test_a_tiny_fit_turns_rotated_catalogue_coins_upright(ans_dir, embedder, tmp_path):
-    from mlcore.evaluate import catalogue_cutout
+    from mlcore.cutout import catalogue_cutout
 
     paths = sorted((ans_dir / "images").glob("*.obv.jpg"))[:10]
     images = []
@@ -139,7 +139,7 @@ def test_a_tiny_fit_turns_rotated_catalogue_coins_upright(ans_dir, embedder, tmp
     assert metrics["samples"] == 120
     # In-sample on purpose: it checks the mechanics (fit, estimate, save, load). Fitted on 10-16 coins, the
     # median error on other coins was 56-68° (measured); generalising takes ~1,000 images, whose
-    # held-out error `python -m mlcore.evaluate` reports (rotation.median_error_deg, docs/ml-notes.md).
+    # held-out error `python -m bench.evaluate` reports (rotation.median_error_deg, docs/ml-notes.md).
     rng = np.random.default_rng(1)
     errors = []
     for image in images[:6]:

@@ -13,8 +13,8 @@ from PIL import Image
 from mlcore.__main__ import main as mlcore_main
 from mlcore.embed import EMBED_DIM
 from mlcore.imageio import ImageDecodeError
+from mlcore.modelfiles import link_pretrained
 from mlcore.pipeline import STEPS, NoObjectFound, Pipeline
-from mlcore.setup_models import link_pretrained
 from mlcore.side import SIDES
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
@@ -104,7 +104,7 @@ class TestCataloguePath:
         assert "segmenter" not in fresh._parts  # the object was not found again
 
     def test_query_turns_reuse_the_first_embedding_and_find_the_turn_that_restores_upright(self, pretrained_dir, photo):
-        from mlcore.orientation import rotate_upright
+        from mlcore.cutout import rotate_upright
 
         pipeline = Pipeline(pretrained_dir, rotation_turns=4)
         upright = Image.open(photo).convert("RGB")  # a catalogue photo: upright, the coin fills the frame
@@ -269,9 +269,9 @@ class TestQueryPath:
         searched at the rotation search's 8 turns against 50 catalogue coins. Untrained parts only:
         no orientation estimate, no learned projection. Measured on 12 seeds: rank 1 eleven times, and
         once rank 41 (the photo's degradation defeats it), so 5 of these 6 must succeed."""
+        from mlcore.cutout import catalogue_cutout
         from mlcore.dataset import load_ans_layout
         from mlcore.degrade import degrade_like_phone
-        from mlcore.evaluate import catalogue_cutout
         from mlcore.retrieval import InMemoryIndex, group_by_item, search_turns
 
         pipeline = Pipeline(pretrained_dir)

@@ -163,3 +163,68 @@ def test_recall_at_counts_truths_within_the_first_k_answers():
     assert recall_at(rows, 1) == round(1 / 3, 4)
     assert recall_at(rows, 2) == round(2 / 3, 4)
     assert recall_at([], 8) is None
+
+
+class TestRankItems:
+    """The one ranking every caller uses (the platform, the command line, the evaluations)."""
+
+    @staticmethod
+    def _index():
+        from mlcore.retrieval import InMemoryIndex
+
+        index = InMemoryIndex()
+        unit = np.eye(4, dtype=np.float32)
+        # item A: two obverse images near e0; item B: an obverse near e1 and a reverse near e2; item C: reverse e3
+        vectors = np.stack([unit[0], 0.9 * unit[0] + 0.1 * unit[1], unit[1], unit[2], unit[3]])
+        index.add(["a1", "a2", "b1", "b2", "c1"], vectors, ["A", "A", "B", "B", "C"], ["obverse"] * 3 + ["reverse"] * 2)
+        return index
+
+    @staticmethod
+    def _rank(index, photos, labels=None, k=8):
+        from mlcore.retrieval import rank_items
+
+        labels = labels or {}
+        return rank_items(
+            photos,
+            lambda vector, side: index.search(vector, 80, side),
+            lambda items: {item: labels.get(item, {}) for item in items},
+            k=k,
+        )
+
+    def test_each_item_once_by_its_best_image_and_turn(self):
+        from mlcore.retrieval import QueryPhoto
+
+        index = self._index()
+        turned = np.stack([np.eye(4)[1], np.eye(4)[0]])  # turn 0 looks like B, turn 1 (90°) exactly like a1
+        ranked = self._rank(index, [QueryPhoto(0, "obverse", turned, [10.0, 100.0])])
+        assert [item.item_id for item in ranked] == ["A", "B"]
+        assert ranked[0].image_id == "a1" and ranked[0].angle == 100.0 and ranked[0].score == pytest.approx(1.0)
+        assert ranked[1].angle == 10.0 and ranked[0].side_scores == {"obverse": 1.0}
+
+    def test_two_photos_prefer_the_item_both_agree_on(self):
+        from mlcore.retrieval import QueryPhoto
+
+        index = self._index()
+        obverse = QueryPhoto(0, "obverse", (0.8 * np.eye(4)[0] + 0.6 * np.eye(4)[1])[None], [0.0])  # A a little better
+        reverse = QueryPhoto(1, "reverse", np.eye(4)[2][None], [0.0])  # only B's reverse is like it
+        ranked = self._rank(index, [obverse, reverse])
+        assert ranked[0].item_id == "B" and set(ranked[0].side_scores) == {"obverse", "reverse"}
+        assert ranked[0].position == 1 and ranked[0].image_id == "b2"  # the evidence: its best photo's match
+        a = next(item for item in ranked if item.item_id == "A")
+        assert a.side_scores["reverse"] == pytest.approx(
+            min(h.score for h in index.search(np.eye(4)[2], 80, "reverse"))
+        )
+
+    def test_metadata_agreement_adds_to_the_score_and_ties_break_by_id(self):
+        from mlcore.retrieval import QueryPhoto
+
+        index = self._index()
+        query = QueryPhoto(0, "obverse", (np.eye(4)[0] + np.eye(4)[1])[None] / np.sqrt(2), [0.0])
+        plain = self._rank(index, [query])
+        assert plain[0].agreement == 0.0
+        labels = {"A": {"authority": "Hadrian"}, "B": {"authority": "Trajan"}}
+        ranked = self._rank(index, [query], labels)
+        assert [item.total for item in ranked] == sorted((item.total for item in ranked), reverse=True)
+        assert all(item.total == pytest.approx(item.score + item.agreement) for item in ranked)
+        assert self._rank(index, [query], labels) == ranked  # deterministic
+        assert self._rank(index, [query], k=1) == plain[:1] and self._rank(index, []) == []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mlcore.bench_segment import BACKGROUNDS, composite_sample, iou, sensible_coins
+from bench.segmentation import BACKGROUNDS, composite_sample, iou, sensible_coins
+from mlcore.modelfiles import DEFAULT_MODELS_DIR, ModelFileError, check_file
 from mlcore.segment import Segmenter, detections_from_probability
-from mlcore.setup_models import DEFAULT_MODELS_DIR, ModelFileError, check_file
 
 
 def _models_dir() -> Path:
@@ -142,3 +142,69 @@ class TestSegmenterModel:
         coarse = iou(segmenter.find_objects(photo)[0].mask, truth)
         assert closer >= 0.98
         assert closer > coarse
+
+
+class TestStudioDetection:
+    """Catalogue photos on a plain background are cut out by colour only when that is safe."""
+
+    @staticmethod
+    def _coin_on(background, *, shadow: bool = False, size=(300, 300)) -> tuple[Image.Image, np.ndarray]:
+        from PIL import ImageDraw, ImageFilter
+
+        photo = Image.new("RGB", size, background)
+        if shadow:  # a soft drop shadow down and to the right: colour distance would take it for coin
+            layer = Image.new("L", size, 0)
+            ImageDraw.Draw(layer).ellipse([70, 70, 260, 260], fill=150)
+            layer = layer.filter(ImageFilter.GaussianBlur(12))
+            photo = Image.composite(Image.new("RGB", size, (90, 90, 90)), photo, layer)
+        truth = Image.new("L", size, 0)
+        ImageDraw.Draw(truth).ellipse([40, 40, 240, 240], fill=255)
+        rng = np.random.default_rng(0)
+        metal = Image.fromarray(rng.integers(90, 200, (size[1], size[0], 3), dtype=np.uint8))
+        return Image.composite(metal, photo, truth), np.asarray(truth) > 0
+
+    def test_a_coin_on_white_is_cut_out_without_the_model(self):
+        from mlcore.segment import studio_detection
+
+        photo, truth = self._coin_on((250, 250, 248))
+        found = studio_detection(photo)
+        assert found is not None and found.mask.shape == truth.shape
+        iou = (found.mask & truth).sum() / (found.mask | truth).sum()
+        assert iou > 0.97 and found.circularity > 0.9
+        assert found.box == (40, 40, 241, 241)
+
+    def test_a_large_photo_is_measured_small_and_its_mask_scaled_back(self):
+        from mlcore.segment import studio_detection
+
+        photo, truth = self._coin_on((20, 20, 20))
+        big = photo.resize((1200, 1200), Image.Resampling.NEAREST)
+        found = studio_detection(big)
+        big_truth = np.asarray(Image.fromarray(truth).resize((1200, 1200), Image.Resampling.NEAREST))
+        assert found is not None and found.mask.shape == (1200, 1200)
+        assert (found.mask & big_truth).sum() / (found.mask | big_truth).sum() > 0.97
+
+    @pytest.mark.parametrize("case", ["shadow", "textured", "empty"])
+    def test_it_declines_when_colour_distance_cannot_be_trusted(self, case):
+        from mlcore.segment import studio_detection
+
+        if case == "shadow":
+            photo, _ = self._coin_on((250, 250, 248), shadow=True)
+        elif case == "textured":
+            rng = np.random.default_rng(1)
+            cloth = Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8))
+            photo = Image.composite(self._coin_on((0, 0, 0))[0], cloth, Image.new("L", (300, 300), 0))
+        else:
+            photo = Image.new("RGB", (300, 300), (250, 250, 250))
+        assert studio_detection(photo) is None
+
+
+@pytest.mark.data
+def test_studio_photos_of_the_dev_set_are_cut_out_by_colour(ans_dir):
+    """Most ANS studio photos take the shortcut; where it declines, the model runs (figures: ml-notes)."""
+    from mlcore.dataset import load_ans_layout
+    from mlcore.segment import studio_detection
+
+    records = load_ans_layout(ans_dir, limit=30)
+    found = [studio_detection(Image.open(path)) for record in records for path in record.images.values()]
+    assert sum(f is not None for f in found) >= 0.8 * len(found)
+    assert all(f.area > 0.2 for f in found if f is not None)  # a coin, not a speck

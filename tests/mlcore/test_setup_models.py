@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcore.setup_models import (
+from mlcore.modelfiles import (
     DEFAULT_MODELS_DIR,
     ModelFileError,
     check_file,
@@ -40,7 +40,9 @@ def test_it_refuses_without_a_models_folder(tmp_path):
 
 @pytest.mark.slow
 def test_the_backbone_graph_is_exported_once_and_again_when_its_source_changes(tmp_path):
-    from mlcore.setup_models import _prepare_backbone_graph, read_manifest
+    from mlcore.backbone import IMAGENET
+    from mlcore.modelfiles import read_manifest
+    from mlcore.setup_models import _prepare_backbone_graph
 
     repo_models = Path(__file__).resolve().parents[2] / "var" / "models"
     source = read_manifest(repo_models).get("mobilenetv2-imagenet")
@@ -49,7 +51,7 @@ def test_the_backbone_graph_is_exported_once_and_again_when_its_source_changes(t
     (tmp_path / source["filename"]).symlink_to((repo_models / source["filename"]).resolve())
 
     def prepare() -> tuple[dict, int]:
-        entry = _prepare_backbone_graph(tmp_path, [source], verbose=False)
+        entry = _prepare_backbone_graph(tmp_path, [source], IMAGENET, verbose=False)
         (tmp_path / "manifest.json").write_text(json.dumps({"models": [source, entry]}))
         return entry, (tmp_path / entry["filename"]).stat().st_mtime_ns
 

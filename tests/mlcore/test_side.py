@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,7 +112,7 @@ class TestAugment:
 
 class TestSideClassifierModel:
     def test_without_training_it_names_the_command(self, tmp_path):
-        from mlcore.setup_models import ModelFileError
+        from mlcore.modelfiles import ModelFileError
 
         with pytest.raises(ModelFileError, match="mlcore.train"):
             SideClassifier(tmp_path).predict_stems(torch.zeros((1, 96, 16, 16)))
@@ -120,16 +122,24 @@ class TestSideClassifierModel:
 @pytest.mark.slow
 class TestOnRealCoins:
     def test_it_predicts_the_side_of_held_out_real_coins(self, ans_dir, tmp_path):
+        """Fine-tuned on 100 real coins, it reads the side of 80 others, clean and degraded.
+
+        Deterministic: seeded, and one torch/ONNX thread in every test process (tests/conftest.py).
+        Its bounds come from the spread over seeds 0–5 of this very setup (clean 0.88–0.94, degraded
+        0.89–0.94; with 40 training coins it ranged from 0.59 to 0.91 and could not be bounded), less
+        a margin for other platforms' arithmetic. The issue's target (0.98 on degraded photos) is
+        measured on the whole catalogue by the benchmarks, not here.
+        """
+        from mlcore.cutout import catalogue_cutout
         from mlcore.dataset import load_ans_layout
         from mlcore.embed import Embedder
-        from mlcore.train import catalogue_cutout
-        from tests.mlcore.test_pipeline import REPO_MODELS
 
-        if not (REPO_MODELS / "manifest.json").exists():
+        models = Path(__file__).resolve().parents[2] / "var" / "models"
+        if not (models / "manifest.json").exists():
             pytest.skip("pretrained models not prepared (run make models)")
         records = [r for r in load_ans_layout(ans_dir) if len(r.images) == 2]
-        chosen = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:60]]
-        train, test = chosen[:40], chosen[40:]
+        chosen = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:180]]
+        train, test = chosen[:100], chosen[100:]
 
         def images(subset):
             rows = [
@@ -139,7 +149,7 @@ class TestOnRealCoins:
             ]
             return [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows]
 
-        embedder = Embedder(REPO_MODELS, use_trained=False)
+        embedder = Embedder(models, use_trained=False)
         train_images, train_sides, train_groups = images(train)
         net, metrics = SideClassifier.fit(
             train_images, train_sides, train_groups, embedder=embedder, seed=0, copies=2, epochs=8, min_steps=0
@@ -148,17 +158,15 @@ class TestOnRealCoins:
         test_images, test_sides, _ = images(test)
         rng = np.random.default_rng(1)
         queries = [augment_like_query(image, rng, turn_probability=0.0) for image in test_images]
-        classifier = SideClassifier(REPO_MODELS, embedder=embedder)
+        classifier = SideClassifier(models, embedder=embedder)
         classifier._model = SideNet.load(net.save(tmp_path / "side.pt"))  # this test's weights, not the active one
         clean = classifier.predict(test_images)
         degraded = classifier.predict(queries)
         clean_accuracy = np.mean([p[0] == s for p, s in zip(clean, test_sides, strict=True)])
         degraded_accuracy = np.mean([p[0] == s for p, s in zip(degraded, test_sides, strict=True)])
-        assert metrics["samples"] + metrics["held_out_samples"] == 240
-        # The issue's target (0.98 on degraded photos) needs the whole catalogue; fine-tuned on 40 coins
-        # these bounds only guard against a regression (measured: see the assertion messages).
-        assert clean_accuracy >= 0.75, clean_accuracy
-        assert degraded_accuracy >= 0.7, degraded_accuracy
+        assert metrics["samples"] + metrics["held_out_samples"] == 600
+        assert clean_accuracy >= 0.82, clean_accuracy
+        assert degraded_accuracy >= 0.82, degraded_accuracy
         assert all(0.5 <= p[1] <= 1.0 for p in clean + degraded)
 
 

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mlcore import versions
-from mlcore.setup_models import ModelFileError, link_pretrained, read_manifest
-from mlcore.train import catalogue_cutout, catalogue_mask, current_recipes, main, train_all
+from mlcore.cutout import catalogue_cutout
+from mlcore.modelfiles import ModelFileError, link_pretrained, read_manifest
+from mlcore.segment import object_mask
+from mlcore.train import current_recipes, main, train_all
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 
@@ -119,7 +121,7 @@ class TestCatalogueCutout:
     def test_it_centres_the_object_on_neutral(self):
         image = Image.new("RGB", (300, 300), (255, 255, 255))
         ImageDraw.Draw(image).ellipse((20, 60, 180, 220), fill=(150, 110, 60))
-        mask = catalogue_mask(image)
+        mask = object_mask(image)
         assert abs(int(mask.sum()) - int(np.pi * 80 * 80)) < 600
         cut = np.asarray(catalogue_cutout(image, size=200), dtype=np.int16)
         assert cut.shape == (200, 200, 3)

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from identification import services
-from identification.pipeline import get_pipeline
+from identification import indexing, pipeline_cache
+from identification.pipeline_cache import embedding_version
 from mlcore.versions import list_versions
 
 
@@ -44,17 +44,17 @@ class Command(BaseCommand):
                 raise CommandError(f"No trained version {model!r}; `python -m mlcore.train --list` lists them.")
             if prune and not versions[model].active:
                 raise CommandError("--prune with a version that is not active would delete what search uses now.")
-        pipeline = get_pipeline(version=model)
-        active = services.embedding_version(pipeline)
-        pending = services.catalogue_pending_images(model=active)
+        pipeline = pipeline_cache.get_pipeline(version=model)
+        active = embedding_version(pipeline)
+        pending = indexing.catalogue_pending_images(model=active)
         ids = list(pending.values_list("pk", flat=True)[:limit] if limit else pending.values_list("pk", flat=True))
         self.stdout.write(f"{len(ids)} catalogue images to embed with {active[0]}@{active[1]}")
         done = failed = 0
         for image_id in tqdm(ids, unit="image", disable=not ids):
-            if services.catalogue_image_index(image_id=image_id, pipeline=pipeline, recut=recut):
+            if indexing.catalogue_image_index(image_id=image_id, pipeline=pipeline, recut=recut):
                 done += 1
             else:
                 failed += 1
         self.stdout.write(f"embedded {done}, failed {failed}")
-        if prune and not services.catalogue_pending_images(model=active).exists():
-            self.stdout.write(f"pruned {services.catalogue_prune_embeddings(keep=active)} old embeddings")
+        if prune and not indexing.catalogue_pending_images(model=active).exists():
+            self.stdout.write(f"pruned {indexing.catalogue_prune_embeddings(keep=active)} old embeddings")

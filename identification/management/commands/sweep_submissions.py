@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from identification.services import submission_sweep_stuck
+from identification.sweep import submission_sweep_stuck
 
 
 class Command(BaseCommand):

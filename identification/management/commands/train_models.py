@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from identification import services
+from identification import jobs, training
 
 
 class Command(BaseCommand):
@@ -54,12 +54,12 @@ class Command(BaseCommand):
             if active and not stale:
                 self.stdout.write("A trained model version is active; nothing to do.")
                 return
-            services.models_train_enqueue()
+            jobs.training_request()
             reason = f"The active version was trained for another {stale} recipe" if active else "No trained models yet"
             self.stdout.write(f"{reason}: training queued for the worker (identification works meanwhile).")
             return
         try:
-            report = services.models_train(
+            report = training.models_train(
                 seed=seed,
                 limit=limit,
                 reindex=not no_reindex,

@@ -14,14 +14,21 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import NullIf
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from collection.models import Concept, ConceptKind, Item, ItemStatus, Specimen
 from collection.search import item_search
 from collection.sorting import natural
 
-_SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")  # fullmatch: "$" would let "rome\n" through
+# ASCII digits, few enough for any bound used here (int() refuses more than 4300 digits on its own).
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,30}")
+# What the schema promises for a concept parameter: a slug, or nothing (an empty value is no filter).
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]*$"
+# Years are PostgreSQL integers (Item.date_from/date_to); a bound outside them could match nothing.
+YEAR_MIN, YEAR_MAX = -(2**31), 2**31 - 1
+# Ids are bigints (BigAutoField).
+ID_MAX = 2**63 - 1
 
 
 class SlugListField(forms.Field):
@@ -34,16 +41,63 @@ class SlugListField(forms.Field):
             return []
         if isinstance(value, str):
             value = [value]
-        return [slug for slug in dict.fromkeys(str(v).strip() for v in value) if slug]
+        # Not stripped: " rome" is refused like any other text that is not a slug, as the schema says.
+        return [slug for slug in dict.fromkeys(str(v) for v in value) if slug]
 
     def validate(self, value: list[str]) -> None:
         super().validate(value)
         for slug in value:
-            if not _SLUG.match(slug):
-                raise ValidationError(f"{slug!r} is not a valid slug.", code="invalid_slug")
+            if not _SLUG.fullmatch(slug):
+                # The slug goes in as a parameter, never into the message itself: django-filter
+                # %-formats messages, so a "%" in what the user typed would crash it.
+                raise ValidationError("%(slug)s is not a valid slug.", code="invalid_slug", params={"slug": repr(slug)})
 
 
-@extend_schema_field(OpenApiTypes.STR)
+class StrictBooleanField(forms.Field):
+    """``true`` or ``false``; empty is no filter. Anything else is refused rather than ignored."""
+
+    widget = forms.TextInput  # NullBooleanField's widgets quietly turn unknown values into "no filter"
+
+    def to_python(self, value) -> bool | None:
+        if not value:
+            return None
+        if value not in ("true", "false"):
+            raise ValidationError("Use true or false.", code="invalid")
+        return value == "true"
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
+class WholeNumberField(forms.IntegerField):
+    """Digits with an optional minus ("12", "-44"); empty is no value.
+
+    forms.IntegerField would also take " 12 ", "12.0" and "1_2": values a client did not mean as
+    whole numbers are refused instead, as the schema's ``integer`` says.
+    """
+
+    def to_python(self, value) -> int | None:
+        if value in self.empty_values:
+            return None
+        if not _WHOLE_NUMBER.fullmatch(str(value)):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return int(value)
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number between ``min_value`` and ``max_value`` (NumberFilter would take 1.5 too)."""
+
+    field_class = WholeNumberField
+
+
+def integer_filter(*, minimum: int, maximum: int, **kwargs) -> IntegerFilter:
+    """An IntegerFilter whose OpenAPI schema states the bounds it validates."""
+    schema = {"type": "integer", "minimum": minimum, "maximum": maximum}
+    return extend_schema_field(schema)(IntegerFilter(min_value=minimum, max_value=maximum, **kwargs))
+
+
+@extend_schema_field({"type": "string", "pattern": SLUG_PATTERN})
 class ConceptSlugFilter(django_filters.MultipleChoiceFilter):
     """Items that have any of the given concepts of one kind (OR within a kind, AND across kinds).
 
@@ -102,8 +156,12 @@ class ItemFilterSet(django_filters.FilterSet):
     material = ConceptSlugFilter(kind=ConceptKind.MATERIAL)
     denomination = ConceptSlugFilter(kind=ConceptKind.DENOMINATION)
     object_type = ConceptSlugFilter(kind=ConceptKind.OBJECT_TYPE)
-    date_from = django_filters.NumberFilter(method="filter_date_from", label="From year (negative for BC)")
-    date_to = django_filters.NumberFilter(method="filter_date_to", label="To year (negative for BC)")
+    date_from = integer_filter(
+        minimum=YEAR_MIN, maximum=YEAR_MAX, method="filter_date_from", label="From year (negative for BC)"
+    )
+    date_to = integer_filter(
+        minimum=YEAR_MIN, maximum=YEAR_MAX, method="filter_date_to", label="To year (negative for BC)"
+    )
     status = django_filters.ChoiceFilter(choices=ItemStatus.choices, label="Status")
     # Declared last: django-filter applies filters in declaration order, so the rank from ``q`` exists here.
     sort = django_filters.ChoiceFilter(choices=SORT_CHOICES, method="filter_sort", label="Sort by")
@@ -158,9 +216,9 @@ class SpecimenFilterSet(django_filters.FilterSet):
     """Filters for specimens: record id, the item (by id or type URI), side of available images."""
 
     record_id = django_filters.CharFilter(field_name="record_id", lookup_expr="iexact", label="Record id")
-    item = django_filters.NumberFilter(field_name="item_id", label="Item id")
+    item = integer_filter(minimum=1, maximum=ID_MAX, field_name="item_id", label="Item id")
     item_uri = django_filters.CharFilter(field_name="item__uri", lookup_expr="exact", label="Item type URI (exact)")
-    has_images = django_filters.BooleanFilter(method="filter_has_images", label="Has images")
+    has_images = StrictBooleanFilter(method="filter_has_images", label="Has images")
 
     class Meta:
         model = Specimen

@@ -223,10 +223,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["collection.api.params.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "collection.api.schema.AutoSchema",
+    # Every API error, whatever raised it, answers {"errors": {field: [reasons]}}.
+    "EXCEPTION_HANDLER": "collection.api.errors.exception_handler",
     # The throttles count REMOTE_ADDR, which TrustedProxyMiddleware has set: DRF must not read
     # X-Forwarded-For itself (by default it believes whatever a client sends there).
     "NUM_PROXIES": 0,
@@ -237,9 +239,25 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Obverse API",
-    "DESCRIPTION": "Read the digital collection and identify specimens from photographs.",
+    "DESCRIPTION": (
+        "Read the digital collection and identify specimens from photographs.\n\n"
+        "This document is the contract of API v1, served under /api/v1/. Within v1 changes only add: new "
+        "endpoints, new optional parameters and body fields, new response fields (ignore unknown ones), new "
+        "links, accepting input that used to be refused. Anything else (removing or renaming, changing a type "
+        "or meaning, new required input, refusing accepted input, a new enumeration value, a different status "
+        "code) is a new version, /api/v2/, served beside v1 for an announced transition.\n\n"
+        'Every error is JSON {"errors": {field: [reasons]}} (non_field_errors for the request as a whole). '
+        "Each operation lists its statuses; a method an endpoint does not offer is a 405 (a 403 for a write "
+        "to the read-only catalogue without credentials), any other URL under /api/ a 404."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Operation ids and tags are named after the path below /api/ (v1_items_list): pinned, because an
+    # estimated prefix changed them all when paths outside /api/ appeared, and generated clients name
+    # their methods after them.
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    # Request bodies get their own components, so uploads are documented as files (format: binary).
+    "COMPONENT_SPLIT_REQUEST": True,
     # Items and submissions both have a `status` enum; name them apart in the schema.
     "ENUM_NAME_OVERRIDES": {
         "ItemStatusEnum": "collection.models.ItemStatus",

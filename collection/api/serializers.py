@@ -78,7 +78,7 @@ class ItemSerializer(serializers.HyperlinkedModelSerializer):
     page_url = serializers.SerializerMethodField()
     concepts = ConceptBriefSerializer(many=True, read_only=True)
     date_display = serializers.CharField(read_only=True)
-    source = SourceSerializer(read_only=True)
+    source = SourceSerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Item
@@ -135,7 +135,7 @@ class SpecimenSerializer(serializers.HyperlinkedModelSerializer):
     page_url = serializers.SerializerMethodField()
     item = serializers.SerializerMethodField()
     images = ImageSerializer(many=True, read_only=True)
-    source = SourceSerializer(read_only=True)
+    source = SourceSerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Specimen

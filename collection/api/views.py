@@ -7,8 +7,7 @@ Visibility and filters come from the same selectors and FilterSets as the public
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -16,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from collection import selectors
+from collection.api import params
 from collection.api.serializers import (
     ConceptSerializer,
     FacetsResponseSerializer,
@@ -29,11 +29,38 @@ from collection.roles import is_curator
 
 
 class CataloguePagination(PageNumberPagination):
-    """Page-number pagination; clients may ask for up to 200 rows a page."""
+    """Page-number pagination; clients may ask for 1 to 200 rows a page (50 by default).
+
+    Both parameters are validated (see collection.api.params): a bad one is a 400 naming it, where
+    DRF would fall back to a default; a page past the last one is a 404.
+    """
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    max_page = 2**31 - 1
+
+    def get_page_size(self, request: Request) -> int:
+        value = params.single_value(request, self.page_size_query_param)
+        if value is None:
+            return self.page_size
+        return params.bounded_int(value, name=self.page_size_query_param, minimum=1, maximum=self.max_page_size)
+
+    def get_page_number(self, request: Request, paginator) -> int:
+        value = params.single_value(request, self.page_query_param)
+        if value is None:
+            return 1
+        return params.bounded_int(value, name=self.page_query_param, minimum=1, maximum=self.max_page)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        bounds = {
+            self.page_query_param: {"minimum": 1, "maximum": self.max_page},
+            self.page_size_query_param: {"minimum": 1, "maximum": self.max_page_size, "default": self.page_size},
+        }
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
 
 
 class _CuratorContextMixin:
@@ -84,6 +111,19 @@ class ConceptViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Concept.objects.order_by("kind", "label", "pk")
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "q",
+                # Required, and more than white space (which the filter strips to nothing).
+                {"type": "string", "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"},
+                required=True,
+                description="Search text (words, prefixes; as the collection page's search box).",
+            )
+        ]
+    )
+)
 class SearchView(_CuratorContextMixin, generics.ListAPIView):
     """Full-text search over items, best match first; takes every item filter, and ``q`` is required."""
 
@@ -104,7 +144,7 @@ class FacetsView(generics.GenericAPIView):
     """Facet counts per concept kind for the items a filter selects (each kind ignores its own filter)."""
 
     filterset_class = ItemFilterSet
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [params.StrictFilterBackend]
     serializer_class = FacetsResponseSerializer
     pagination_class = None
 

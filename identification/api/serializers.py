@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from collection.models import CANDIDATE_FILTER_KINDS, ImageLicence
@@ -9,7 +10,10 @@ from identification.models import Candidate, DeclaredSide, Submission, Submissio
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
-    """Multipart input of POST /api/v1/submissions/ (validated again, fully, by the service)."""
+    """Multipart input of POST /api/v1/submissions/ (validated again, fully, by the service).
+
+    ``sides``: one per photo, in the same order, or none at all (the side is then predicted).
+    """
 
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True),
@@ -19,11 +23,27 @@ class SubmissionCreateSerializer(serializers.Serializer):
             "min_length": "Add at least 1 photo (as `images`): the obverse, the reverse, or both.",
             "max_length": "At most 2 photos: one of each side.",
         },
+        help_text="One photo, or both sides of one object: JPEG, PNG, WebP, GIF, TIFF or BMP, at least 32 px "
+        "a side and at most 20 MB each (the server's OBVERSE_MAX_UPLOAD_BYTES). A file that is not such a "
+        "picture is refused with 400.",
     )
-    sides = serializers.ListField(child=serializers.ChoiceField(choices=DeclaredSide.values), required=False)
+    sides = serializers.ListField(
+        child=serializers.ChoiceField(choices=DeclaredSide.values),
+        required=False,
+        max_length=2,
+        help_text="The side shown by each photo, in the same order; give one per photo or none.",
+    )
     notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    requester_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    requester_email = serializers.EmailField(required=False, allow_blank=True)
+    requester_name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="Required without a token (a curator replies to this person); never published.",
+    )
+    # Not trimmed: "  " is not blank but no address, and refused as the schema says (email, or empty).
+    requester_email = serializers.EmailField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="Required without a token; never published."
+    )
     photo_licence = serializers.ChoiceField(
         choices=ImageLicence.values,
         required=False,
@@ -34,6 +54,21 @@ class SubmissionCreateSerializer(serializers.Serializer):
     photo_credit = serializers.CharField(
         required=False, allow_blank=True, max_length=200, help_text="The name to credit beside published photos."
     )
+
+
+class SubmissionCreateSchema(OpenApiSerializerExtension):
+    """The one rule across fields, in the schema too: one side per photo, or no sides at all."""
+
+    target_class = SubmissionCreateSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        schema["anyOf"] = [
+            {"properties": {"sides": {"maxItems": 0}}},
+            {"properties": {"images": {"maxItems": 1}, "sides": {"minItems": 1, "maxItems": 1}}},
+            {"properties": {"images": {"minItems": 2}, "sides": {"minItems": 2, "maxItems": 2}}},
+        ]
+        return schema
 
 
 class CandidateFiltersSerializer(serializers.Serializer):
@@ -62,7 +97,7 @@ class CandidateFiltersSerializer(serializers.Serializer):
 class ObjectChoiceSerializer(serializers.Serializer):
     """Input of POST …/objects/: which photo (its ``position``) and which of its ``objects`` (index)."""
 
-    image = serializers.IntegerField(min_value=0)
+    image = serializers.IntegerField(min_value=0, max_value=1, help_text="0 or 1: a submission has one or two photos.")
     object = serializers.IntegerField(min_value=0)
 
 

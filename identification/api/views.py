@@ -11,13 +11,21 @@ import uuid
 
 from django.core.exceptions import ValidationError
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiRequest,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from collection.api.errors import ErrorsSerializer, error_body, message_body
 from collection.models import ImageLicence
 from identification import selectors, services
 from identification.api.serializers import (
@@ -51,15 +59,16 @@ def _idempotency_key(request) -> uuid.UUID | None | bool:
         return False
 
 
-def _errors(detail) -> dict:
-    return {"errors": detail}
-
-
-# The error shape of every endpoint here, for the OpenAPI schema.
-ERRORS = inline_serializer("SubmissionErrors", {"errors": serializers.DictField()})
 CREATED = inline_serializer(
     "SubmissionCreated",
     {"id": serializers.UUIDField(), "status": serializers.CharField(), "url": serializers.URLField()},
+)
+# The photos are recognised by their content, whatever a part's declared type; these are the formats read.
+PHOTO_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/tiff, image/bmp"
+NOT_FOUND = OpenApiResponse(ErrorsSerializer, "No submission has this id.")
+CONFLICT = OpenApiResponse(
+    ErrorsSerializer,
+    "Not allowed in the submission's current state (e.g. still processing), or no such photo or object.",
 )
 
 
@@ -69,9 +78,25 @@ class SubmissionCreateView(APIView):
     parser_classes = [MultiPartParser, FormParser]
     permission_classes = [permissions.AllowAny]
     throttle_classes = [SubmissionAnonThrottle, SubmissionUserThrottle]
+    # OpenAPI links (collection.api.schema): what a client does next with the new id.
+    schema_links = {
+        "201": {
+            name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}, "description": description}
+            for name, operation, description in [
+                ("poll", "v1_submissions_retrieve", "Follow the processing; read the candidates."),
+                ("narrow", "v1_submissions_candidates_create", "Search again with metadata filters."),
+                ("choose_object", "v1_submissions_objects_create", "Describe another object of a photo."),
+                ("none_match", "v1_submissions_none_match_create", "Say that no candidate looks right."),
+            ]
+        }
+    }
 
     @extend_schema(
-        request={"multipart/form-data": SubmissionCreateSerializer},
+        request={
+            "multipart/form-data": OpenApiRequest(
+                SubmissionCreateSerializer, encoding={"images": {"contentType": PHOTO_TYPES}}
+            )
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -84,9 +109,11 @@ class SubmissionCreateView(APIView):
         responses={
             201: CREATED,
             200: CREATED,
-            400: ERRORS,
-            503: inline_serializer("SubmissionStorageUnavailable", {"errors": serializers.DictField()}),
-            507: inline_serializer("SubmissionStorageFull", {"errors": serializers.DictField()}),
+            400: ErrorsSerializer,
+            503: OpenApiResponse(
+                ErrorsSerializer, "The photos could not be stored (folder unwritable); nothing was kept."
+            ),
+            507: OpenApiResponse(ErrorsSerializer, "The server's disk is full; nothing was kept."),
         },
     )
     def post(self, request):
@@ -105,7 +132,7 @@ class SubmissionCreateView(APIView):
         if key is False:
             errors["idempotency_key"] = ["The Idempotency-Key header must be a UUID."]
         if errors:
-            return Response(_errors(errors), status=status.HTTP_400_BAD_REQUEST)
+            return Response(error_body(errors), status=status.HTTP_400_BAD_REQUEST)
         values = serializer.validated_data
         try:
             submission = services.submission_create(
@@ -123,9 +150,9 @@ class SubmissionCreateView(APIView):
         except services.AlreadySent as exc:  # a retry of an accepted request: the same answer, nothing new
             return Response(self._created(request, exc.submission), status=status.HTTP_200_OK)
         except ValidationError as exc:
-            return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
+            return Response(error_body(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
         except services.StorageUnavailable as exc:  # 507 disk full / 503 unwritable; nothing was stored
-            return Response(_errors({"non_field_errors": [exc.message]}), status=exc.status)
+            return Response(message_body(exc.message), status=exc.status)
         return Response(self._created(request, submission), status=status.HTTP_201_CREATED)
 
     @staticmethod
@@ -142,16 +169,18 @@ class SubmissionDetailView(APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=SubmissionSerializer)
+    @extend_schema(responses={200: SubmissionSerializer, 404: NOT_FOUND})
     def get(self, request, pk):
         submission = selectors.submission_get(pk=pk)
         if submission is None:
-            return Response({"errors": {"id": ["No such submission."]}}, status=status.HTTP_404_NOT_FOUND)
+            return Response(error_body({"id": ["No such submission."]}), status=status.HTTP_404_NOT_FOUND)
         return Response(SubmissionSerializer(submission, context={"request": request}).data)
 
 
 class SubmissionActionView(APIView):
-    """Base of the sender's actions: an unknown UUID is a 404, a refused action a 400 naming why.
+    """Base of the sender's actions: an unknown UUID is a 404, malformed input a 400, and an action
+    the submission does not allow now (not processed yet, already reviewed, no such photo or object
+    in it) a 409 naming why: well-formed, but in conflict with the submission's current state.
 
     They share the upload's throttles (and so its budget): a re-search costs the worker's time too.
     """
@@ -166,24 +195,24 @@ class SubmissionActionView(APIView):
 
     def post(self, request, pk):
         if selectors.submission_get(pk=pk) is None:
-            return Response({"errors": {"id": ["No such submission."]}}, status=status.HTTP_404_NOT_FOUND)
+            return Response(error_body({"id": ["No such submission."]}), status=status.HTTP_404_NOT_FOUND)
         values = {}
         if self.input_serializer is not None:
             serializer = self.input_serializer(data=request.data)
             if not serializer.is_valid():
-                return Response(_errors(serializer.errors), status=status.HTTP_400_BAD_REQUEST)
+                return Response(error_body(serializer.errors), status=status.HTTP_400_BAD_REQUEST)
             values = serializer.validated_data
         try:
             self.act(pk, values)
         except ValidationError as exc:
-            return Response(_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
+            return Response(error_body(exc.message_dict), status=status.HTTP_409_CONFLICT)
         submission = selectors.submission_get(pk=pk)
         return Response(SubmissionSerializer(submission, context={"request": request}).data, status=self.success_status)
 
 
 @extend_schema_view(
     post=extend_schema(
-        request=CandidateFiltersSerializer, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}
+        request=CandidateFiltersSerializer, responses={200: SubmissionSerializer, 404: NOT_FOUND, 409: CONFLICT}
     )
 )
 class SubmissionCandidatesView(SubmissionActionView):
@@ -196,7 +225,9 @@ class SubmissionCandidatesView(SubmissionActionView):
 
 
 @extend_schema_view(
-    post=extend_schema(request=ObjectChoiceSerializer, responses={202: SubmissionSerializer, 400: ERRORS, 404: ERRORS})
+    post=extend_schema(
+        request=ObjectChoiceSerializer, responses={202: SubmissionSerializer, 404: NOT_FOUND, 409: CONFLICT}
+    )
 )
 class SubmissionObjectView(SubmissionActionView):
     """Describe another object found in a photo (``images[].objects``): processed again, poll as after upload."""
@@ -208,7 +239,9 @@ class SubmissionObjectView(SubmissionActionView):
         services.submission_choose_object(submission_id=pk, position=values["image"], index=values["object"])
 
 
-@extend_schema_view(post=extend_schema(request=None, responses={200: SubmissionSerializer, 400: ERRORS, 404: ERRORS}))
+@extend_schema_view(
+    post=extend_schema(request=None, responses={200: SubmissionSerializer, 404: NOT_FOUND, 409: CONFLICT})
+)
 class SubmissionNoneMatchView(SubmissionActionView):
     """Tell the reviewers that none of the candidates looks right (recorded once; candidates are kept)."""
 

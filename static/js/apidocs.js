@@ -22,12 +22,24 @@
     if (schema.$ref) return refName(schema.$ref);
     if (schema.allOf && schema.allOf.length === 1) return typeOf(schema.allOf[0]);
     if (schema.oneOf) return schema.oneOf.map(typeOf).join(" | ");
-    if (schema.type === "array") return typeOf(schema.items) + "[]";
+    if (schema.type === "array") return typeOf(schema.items) + "[]" + bounds(schema);
     var type = schema.type || "object";
     if (schema.format) type += " (" + schema.format + ")";
     if (schema.enum) type += ": " + schema.enum.filter(function (v) { return v !== null && v !== ""; }).join(", ");
     if (schema.nullable) type += ", nullable";
-    return type;
+    return type + bounds(schema);
+  }
+  // The limits the server validates: 1–200, at most 2 items, default 50.
+  function bounds(schema) {
+    var parts = [];
+    var low = schema.minimum !== undefined ? schema.minimum : schema.minItems;
+    var high = schema.maximum !== undefined ? schema.maximum : schema.maxItems;
+    if (low !== undefined && high !== undefined) parts.push(low + "–" + high + (schema.maxItems !== undefined ? " items" : ""));
+    else if (low !== undefined) parts.push("≥ " + low);
+    else if (high !== undefined) parts.push("≤ " + high);
+    if (schema.maxLength !== undefined && schema.maxLength > 0) parts.push("≤ " + schema.maxLength + " characters");
+    if (schema.default !== undefined) parts.push("default " + schema.default);
+    return parts.length ? " [" + parts.join(", ") + "]" : "";
   }
   function typeCell(schema) {
     var text = typeOf(schema);
@@ -76,8 +88,11 @@
           var body = op.requestBody && op.requestBody.content;
           if (body) {
             var kinds = Object.keys(body);
+            var bodySchema = body[kinds[0]].schema;
             section.appendChild(el("p", {}, [el("strong", { text: "Request body: " }),
-              document.createTextNode(kinds.join(", ") + " → " + typeOf(body[kinds[0]].schema))]));
+              document.createTextNode(kinds.join(", ") + " → "),
+              bodySchema.$ref ? el("a", { href: "#schema-" + refName(bodySchema.$ref), text: typeOf(bodySchema) })
+                : document.createTextNode(typeOf(bodySchema))]));
           }
           var responses = Object.keys(op.responses || {}).map(function (code) {
             var content = op.responses[code].content;

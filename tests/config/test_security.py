@@ -375,7 +375,7 @@ def test_a_post_without_a_csrf_token_is_refused_and_changes_nothing(world):
 def test_session_authenticated_api_posts_need_the_csrf_token(volunteer):
     client = client_for(volunteer, enforce_csrf_checks=True)
     response = client.post("/api/v1/submissions/", {"images": [photo()]})
-    assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+    assert response.status_code == 403 and "CSRF" in response.json()["errors"]["non_field_errors"][0]
     assert Submission.objects.count() == 0
     response = client.post("/api/v1/submissions/", {"images": [photo()]}, HTTP_X_CSRFTOKEN=csrf_token(client))
     assert response.status_code == 201
@@ -385,7 +385,7 @@ def test_session_authenticated_api_actions_need_the_csrf_token(volunteer, world)
     client = client_for(volunteer, enforce_csrf_checks=True)
     url = f"/api/v1/submissions/{world.waiting.pk}/none-match/"
     response = client.post(url)
-    assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+    assert response.status_code == 403 and "CSRF" in response.json()["errors"]["non_field_errors"][0]
     assert Submission.objects.get(pk=world.waiting.pk).none_match_at is None
     assert client.post(url, HTTP_X_CSRFTOKEN=csrf_token(client)).status_code == 200
 

@@ -299,6 +299,8 @@ MATRIX: dict[str, Row] = {
     ),
     "api/schema/": Row("/api/schema/", **PUBLIC_PAGE),
     "api/docs/": Row("/api/docs/", **PUBLIC_PAGE),
+    # Any other /api/ URL: a 404 in the API's error shape, whatever the method.
+    "^api/(?P<path>(?:[\\s\\S]*/)?)$": Row("/api/v2/items/", get=everyone(404), post=everyone(404)),
     # Accounts: an empty login form is shown again (200); logout is POST only.
     "accounts/login/": Row("/accounts/login/", get=everyone(200), post=everyone(200)),
     "accounts/logout/": Row("/accounts/logout/", get=everyone(405), post=everyone(302)),

@@ -52,6 +52,7 @@ class TestCreate:
             ({"images": [photo(1), photo(2), photo(3)]}, "images"),
             ({"sides": ["sideways"]}, "sides"),
             ({"requester_email": "not-an-email"}, "requester_email"),
+            ({"requester_email": "   "}, "requester_email"),  # white space is not an address, nor blank
             ({"requester_email": ""}, "requester_email"),
             ({"requester_name": ""}, "requester_name"),
         ],
@@ -197,7 +198,7 @@ class TestActions:
     def test_candidates_cannot_be_narrowed_before_processing_has_finished(self, client):
         created = post(client).json()
         response = client.post(f"/api/v1/submissions/{created['id']}/candidates/", {"material": "silver"})
-        assert response.status_code == 400
+        assert response.status_code == 409  # well-formed, but the submission is not ready for it
         assert "processing has finished" in str(response.json()["errors"]["filters"])
 
     def test_another_object_is_described(self, client, fake_pipeline, django_capture_on_commit_callbacks):
@@ -222,16 +223,21 @@ class TestActions:
         assert detail["candidates"][0]["item"]["id"] == right_item.pk
 
     @pytest.mark.parametrize(
-        ("data", "field"),
-        [({"image": 0, "object": 5}, "object"), ({"image": 3, "object": 0}, "object"), ({"image": -1}, "image")],
+        ("data", "status", "field"),
+        [
+            ({"image": 0, "object": 5}, 409, "object"),  # this photo has one object
+            ({"image": 1, "object": 0}, 409, "object"),  # this submission has one photo
+            ({"image": 2, "object": 0}, 400, "image"),  # no submission has a third photo
+            ({"image": -1}, 400, "image"),
+        ],
     )
-    def test_an_object_that_does_not_exist_is_400_naming_why(
-        self, client, fake_pipeline, django_capture_on_commit_callbacks, data, field
+    def test_an_object_that_does_not_exist_is_refused_naming_why(
+        self, client, fake_pipeline, django_capture_on_commit_callbacks, data, status, field
     ):
         with django_capture_on_commit_callbacks(execute=True):
             created = post(client).json()
         response = client.post(f"/api/v1/submissions/{created['id']}/objects/", data, format="json")
-        assert response.status_code == 400 and field in response.json()["errors"]
+        assert response.status_code == status and field in response.json()["errors"]
         assert Submission.objects.get(pk=created["id"]).status == "awaiting_review"
 
     def test_none_match_is_recorded_once_for_the_reviewers(
@@ -249,7 +255,7 @@ class TestActions:
     def test_none_match_waits_for_the_candidates(self, client):
         created = post(client).json()
         response = client.post(f"/api/v1/submissions/{created['id']}/none-match/")
-        assert response.status_code == 400 and "processing has finished" in str(response.json()["errors"])
+        assert response.status_code == 409 and "processing has finished" in str(response.json()["errors"])
         assert Submission.objects.get(pk=created["id"]).none_match_at is None
 
     @pytest.mark.parametrize("action", ["candidates", "objects", "none-match"])

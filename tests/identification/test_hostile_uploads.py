@@ -388,7 +388,7 @@ class TestApiRateLimit:
         assert statuses == [400, 400, 400]
         response = self._post(client, "a@example.org", ip="198.51.100.20")
         assert response.status_code == 429
-        assert "throttled" in response.json()["detail"].lower()
+        assert "throttled" in response.json()["errors"]["non_field_errors"][0].lower()
 
 
 class TestWebFormRateLimit:

@@ -161,7 +161,9 @@ def fit_side(
     )
 
 
-def fit_orientation(reading: CatalogueReading, embedder, rng: np.random.Generator, *, say: Callable[[str], None]):
+def fit_orientation(
+    reading: CatalogueReading, embedder, rng: np.random.Generator, *, say: Callable[[str], None]
+) -> tuple[Any, dict[str, Any]] | None:
     """(estimator, metrics) from the query-like copies' layout features and known angles; None without copies.
 
     Consumes the reading's layout features (memory).
@@ -299,7 +301,7 @@ def calibrate_metadata(
     rng: np.random.Generator,
     *,
     say: Callable[[str], None],
-):
+) -> tuple[Any, dict[str, Any]]:
     """(model, metrics) of the metadata vote, calibrated on held-out types with the embeddings the index will hold.
 
     ``embedder`` is the trained version's (with its projection, when one was kept).

@@ -177,7 +177,8 @@ def degrade_with_truth(
 ) -> DegradedPhoto:
     """Degrade a catalogue photo like a phone snapshot and say how (see the module docstring).
 
-    ``regime``: ``REGIMES``' name; ``coin_size`` (px) overrides its coin size.
+    ``regime``: ``REGIMES``' name; ``coin_size`` (px) overrides its coin size. The steps below draw
+    from ``rng`` one after the other: their order is part of what a seed means.
     """
     spec = REGIMES[regime]
     coin = coin_rgba(image)
@@ -188,55 +189,96 @@ def degrade_with_truth(
         final_coin = float(rng.uniform(low, high))
     # Work larger than the final resolution, so blur and downscaling act like optics, not pixels.
     work_coin = int(round(final_coin * spec.oversample))
+    coin, angle = _tilted_and_turned(coin, rng, work_coin)
+    canvas, kind, (x, y) = _framed_background(rng, spec, coin.size)
+    alpha = np.asarray(coin.getchannel("A"), dtype=np.float32) / 255.0
+    _cast_shadow(rng, canvas, alpha, (x, y))
+    cover = np.zeros(canvas.shape[:2], dtype=np.float32)
+    cover[y : y + coin.height, x : x + coin.width] = alpha
+    layer = np.zeros(canvas.shape, dtype=np.float32)
+    layer[y : y + coin.height, x : x + coin.width] = np.asarray(coin.convert("RGB"), dtype=np.float32)
+    photo = canvas * (1 - cover[..., None]) + layer * cover[..., None]
+    photo = _lit(rng, photo, cover, (x, y, coin.width, coin.height))
+    out = _through_optics(rng, Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)), spec)
+    # Downscale so the coin is ~final_coin px across, then sensor noise and strong JPEG compression.
+    factor = final_coin / work_coin
+    small = (max(16, round(canvas.shape[1] * factor)), max(16, round(canvas.shape[0] * factor)))
+    result = _sensor_and_jpeg(rng, out.resize(small, Image.Resampling.BILINEAR), spec)
+    coverage = Image.fromarray((cover * 255).astype(np.uint8)).resize(small, Image.Resampling.BILINEAR)
+    mask = np.asarray(coverage) >= 128
+    rows, cols = np.nonzero(mask)
+    if len(rows):
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    else:  # pragma: no cover - the coin always covers pixels
+        box = (0, 0, small[0], small[1])
+    return DegradedPhoto(image=result.convert("RGB"), angle=angle % 360.0, box=box, background=kind, mask=mask)
+
+
+def _tilted_and_turned(coin: Image.Image, rng: np.random.Generator, work_coin: int) -> tuple[Image.Image, float]:
+    """(the RGBA coin scaled to ``work_coin`` px, foreshortened, turned and cropped to itself; the turn's angle).
+
+    One affine warp: foreshortening along a random axis (the phone is not held quite parallel to the
+    table, up to ~20° tilt), then the turn by ``angle`` (counter-clockwise, as Image.rotate).
+    """
     scale = work_coin / max(coin.size)
     coin = coin.resize(
         (max(8, round(coin.width * scale)), max(8, round(coin.height * scale))), Image.Resampling.LANCZOS
     )
-
-    # One affine warp: foreshortening along a random axis (the phone is not held quite parallel to the
-    # table, up to ~20° tilt), then the turn by ``angle`` (counter-clockwise, as Image.rotate).
     squash = float(rng.uniform(0.92, 1.0))
     tilt = math.radians(float(rng.uniform(0, 180)))
     angle = float(rng.uniform(0, 360))
     coin = _warp(coin, angle=angle, squash=squash, tilt=tilt)
-    alpha = coin.getchannel("A")
-    bbox = alpha.getbbox() or (0, 0, coin.width, coin.height)
-    coin = coin.crop(bbox)
+    bbox = coin.getchannel("A").getbbox() or (0, 0, coin.width, coin.height)
+    return coin.crop(bbox), angle
 
-    # Frame: the coin fills 35–75 % of the shorter side, placed off-centre; portrait or landscape.
+
+def _framed_background(
+    rng: np.random.Generator, spec: PhotoRegime, coin_size: tuple[int, int]
+) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """(the (h, w, 3) background, its kind, the coin's top-left corner on it) of a frame around the coin.
+
+    The coin fills a share of the shorter side (``spec.fill``), placed off-centre; portrait or landscape.
+    """
     fill = float(rng.uniform(*spec.fill))
-    short = int(round(max(coin.size) / fill))
+    short = int(round(max(coin_size) / fill))
     aspect = float(rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9]))
     width, height = (int(round(short * aspect)), short) if aspect >= 1 else (short, int(round(short / aspect)))
     kind = str(rng.choice(BACKGROUNDS))
     canvas = _background(rng, (width, height), kind)
-    free_x, free_y = max(0, width - coin.width), max(0, height - coin.height)
+    free_x, free_y = max(0, width - coin_size[0]), max(0, height - coin_size[1])
     x = int(round(free_x * np.clip(rng.normal(0.5, 0.2), 0.0, 1.0)))
     y = int(round(free_y * np.clip(rng.normal(0.5, 0.2), 0.0, 1.0)))
+    return canvas, kind, (x, y)
 
-    # Soft contact shadow, offset away from the light.
-    a = np.asarray(alpha.crop(bbox), dtype=np.float32) / 255.0
+
+def _cast_shadow(rng: np.random.Generator, canvas: np.ndarray, a: np.ndarray, place: tuple[int, int]) -> None:
+    """Darken ``canvas`` in place with a soft contact shadow of the coin, offset away from the light.
+
+    ``a``: the coin's alpha (0–1), ``place``: its top-left corner (x, y) on the canvas.
+    """
+    height, width = canvas.shape[:2]
+    x, y = place
     shadow = np.zeros((height, width), dtype=np.float32)
-    dx, dy = (rng.uniform(-0.06, 0.06, 2) * max(coin.size)).astype(int)
+    dx, dy = (rng.uniform(-0.06, 0.06, 2) * max(a.shape)).astype(int)
     sy0, sx0 = max(0, y + dy), max(0, x + dx)
     sy1, sx1 = min(height, y + dy + a.shape[0]), min(width, x + dx + a.shape[1])
     if sy1 > sy0 and sx1 > sx0:
         shadow[sy0:sy1, sx0:sx1] = a[sy0 - (y + dy) : sy1 - (y + dy), sx0 - (x + dx) : sx1 - (x + dx)]
     # Blur the shadow at quarter resolution (a wide Gaussian on the full canvas is slow).
-    sigma = max(coin.size) * rng.uniform(0.02, 0.06) / 4
+    sigma = max(a.shape) * rng.uniform(0.02, 0.06) / 4
     quarter = Image.fromarray(shadow, mode="F").resize((max(1, width // 4), max(1, height // 4)), Image.Resampling.BOX)
     quarter = ndimage.gaussian_filter(np.asarray(quarter), sigma=sigma)
     shadow = np.asarray(Image.fromarray(quarter, mode="F").resize((width, height), Image.Resampling.BILINEAR))
     canvas *= (1.0 - rng.uniform(0.2, 0.5) * shadow)[..., None]
 
-    layer = np.zeros((height, width, 3), dtype=np.float32)
-    cover = np.zeros((height, width), dtype=np.float32)
-    rgb = np.asarray(coin.convert("RGB"), dtype=np.float32)
-    layer[y : y + coin.height, x : x + coin.width] = rgb
-    cover[y : y + coin.height, x : x + coin.width] = a
-    photo = canvas * (1 - cover[..., None]) + layer * cover[..., None]
 
-    # Uneven light: a linear gradient plus an off-centre radial fall-off, and a colour cast.
+def _lit(rng: np.random.Generator, photo: np.ndarray, cover: np.ndarray, place: tuple[int, int, int, int]):
+    """``photo`` under uneven light (a linear gradient, an off-centre fall-off), a colour cast and sometimes a glint.
+
+    ``place``: the coin's (x, y, width, height) in the photo; ``cover`` its coverage.
+    """
+    height, width = cover.shape
+    x, y, coin_width, coin_height = place
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, 2 * math.pi)
     ramp = ((xx / width - 0.5) * math.cos(theta) + (yy / height - 0.5) * math.sin(theta)) * rng.uniform(0.2, 0.7)
@@ -247,13 +289,15 @@ def degrade_with_truth(
     photo = photo * light[..., None] * cast[None, None, :]
     # A specular glint on the metal: a soft bright blob somewhere on the coin, sometimes.
     if rng.random() < 0.5:
-        gx = x + rng.uniform(0.2, 0.8) * coin.width
-        gy = y + rng.uniform(0.2, 0.8) * coin.height
-        glint = np.exp(-(((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * (coin.width * rng.uniform(0.05, 0.15)) ** 2)))
+        gx = x + rng.uniform(0.2, 0.8) * coin_width
+        gy = y + rng.uniform(0.2, 0.8) * coin_height
+        glint = np.exp(-(((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * (coin_width * rng.uniform(0.05, 0.15)) ** 2)))
         photo += (glint * cover * rng.uniform(30, 90))[..., None]
+    return photo
 
-    out = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8))
-    # Optics: defocus blur, sometimes a little hand shake.
+
+def _through_optics(rng: np.random.Generator, out: Image.Image, spec: PhotoRegime) -> Image.Image:
+    """Defocus blur, sometimes a little hand shake."""
     out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur)) * spec.oversample))
     if rng.random() < spec.shake:
         length = int(rng.integers(3, 8))
@@ -263,10 +307,11 @@ def degrade_with_truth(
         kernel /= max(float(kernel.sum()), 1e-6)
         arr = np.asarray(out, dtype=np.float32)
         out = Image.fromarray(np.clip(ndimage.convolve(arr, kernel[..., None]), 0, 255).astype(np.uint8))
-    # Downscale so the coin is ~final_coin px across, then sensor noise and strong JPEG compression.
-    factor = final_coin / work_coin
-    small = (max(16, round(width * factor)), max(16, round(height * factor)))
-    out = out.resize(small, Image.Resampling.BILINEAR)
+    return out
+
+
+def _sensor_and_jpeg(rng: np.random.Generator, out: Image.Image, spec: PhotoRegime) -> Image.Image:
+    """Sensor noise, then strong JPEG compression (decoded again)."""
     arr = np.asarray(out, dtype=np.float32)
     arr = arr + rng.normal(0, rng.uniform(*spec.noise), arr.shape)
     out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -275,14 +320,7 @@ def degrade_with_truth(
     buffer.seek(0)
     result = Image.open(buffer)
     result.load()
-    coverage = Image.fromarray((cover * 255).astype(np.uint8)).resize(small, Image.Resampling.BILINEAR)
-    mask = np.asarray(coverage) >= 128
-    rows, cols = np.nonzero(mask)
-    if len(rows):
-        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
-    else:  # pragma: no cover - the coin always covers pixels
-        box = (0, 0, small[0], small[1])
-    return DegradedPhoto(image=result.convert("RGB"), angle=angle % 360.0, box=box, background=kind, mask=mask)
+    return result
 
 
 def degrade_like_phone(image: Image.Image, rng: np.random.Generator, *, regime: str = "poor") -> Image.Image:

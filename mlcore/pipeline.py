@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -117,6 +118,48 @@ def on_neutral_of(cutout: Image.Image) -> Image.Image:
     if cutout.mode == "RGBA":
         on_neutral = Image.composite(on_neutral, Image.new("RGB", cutout.size, NEUTRAL), cutout.getchannel("A"))
     return on_neutral
+
+
+class _Upright(NamedTuple):
+    """The turning-upright step's outcome (``Pipeline._turn_upright``)."""
+
+    angle: float  # degrees the cut-out is turned to make it upright (counter-clockwise)
+    confidence: float
+    image: Image.Image  # the cut-out on neutral, turned upright
+    probabilities: np.ndarray | None  # the orientation estimator's bins, reused as the rotation search's prior
+    # The cut-out read (an ``mlcore.embed.Reading``) at the estimator's evenly spaced turns, the first as cut;
+    # None when the step was skipped.
+    views: Any
+
+
+class _StepClock:
+    """Milliseconds each step took, each step announced to ``on_step`` (the Django side's progress) as it starts."""
+
+    def __init__(self, on_step: Callable[[str], None] | None) -> None:
+        self.on_step = on_step
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def since_start(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+    @contextmanager
+    def step(self, name: str):
+        if self.on_step is not None:
+            self.on_step(name)
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round((time.perf_counter() - started) * 1000, 1)
+
+
+def _as_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
+    """The photo as RGB or RGBA (a file or its bytes decoded; raises ImageDecodeError)."""
+    if isinstance(source, Image.Image):
+        image = source
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        return image
+    return decode_image(source)
 
 
 class Pipeline:
@@ -220,131 +263,44 @@ class Pipeline:
         ``choose``: which of the objects found is the coin (an index into ``detections``, as a user
         picks it when a photo shows several); None, or an index the photo does not have: the likeliest.
         """
-        from mlcore.cutout import make_cutout
-        from mlcore.segment import studio_detection
+        from mlcore.cutout import make_cutout, rotate_upright
 
         if known_side is not None and known_side not in SIDES:
             known_side = None  # 'other'/'unknown' sides are classified like any query
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        clock = [started]
+        clock = _StepClock(on_step)
+        image = _as_image(source)
+        clock.timings["decoding"] = clock.since_start()
+        with clock.step("finding_object"):
+            found, chosen = self._find_objects(image, assume_upright=assume_upright, choose=choose)
+        with clock.step("removing_background"):
+            cut = make_cutout(image, found[chosen], size=self.cutout_size)
+            on_neutral = cut.on_neutral.convert("RGB")
+        with clock.step("turning_upright"):
+            turn = self._turn_upright(on_neutral, keep=assume_upright or not self.use_orientation)
+        with clock.step("enhancing"):
+            upright, enhanced, turn_source = self._enhance(turn.image, on_neutral, cut.box)
 
-        def step(name: str) -> None:
-            if on_step is not None:
-                on_step(name)
-            clock[0] = time.perf_counter()
-
-        def done(name: str) -> None:
-            timings[name] = round((time.perf_counter() - clock[0]) * 1000, 1)
-
-        if isinstance(source, Image.Image):
-            image = source
-            if image.mode not in ("RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        else:
-            image = decode_image(source)
-        timings["decoding"] = round((time.perf_counter() - started) * 1000, 1)
-
-        step("finding_object")
-        # A catalogue's studio photo is usually one coin on a plain background: cut out by colour when that
-        # is safe, which spares the model run that dominates indexing (``studio_detection``).
-        studio = studio_detection(image) if assume_upright and image.mode == "RGB" else None
-        found = [studio] if studio else self.segmenter.find_objects(image, sharpen=choose or 0)
-        done("finding_object")
-        if not found:
-            raise NoObjectFound()
-        chosen = max(range(len(found)), key=lambda i: found[i].score)
-        if choose is not None and 0 <= choose < len(found):
-            chosen = choose
-        detection = found[chosen]
-
-        step("removing_background")
-        cut = make_cutout(image, detection, size=self.cutout_size)
-        on_neutral = cut.on_neutral.convert("RGB")
-        done("removing_background")
-
-        step("turning_upright")
-        from mlcore.cutout import rotate_upright
-        from mlcore.orientation import angle_from_probabilities, turn_views
-
-        probabilities = None  # the orientation estimator's bins, reused as the rotation search's prior
-        view_reading = None  # the cut-out read at the estimator's evenly spaced turns (first: as cut)
-        if assume_upright or not self.use_orientation:
-            angle, angle_confidence, upright = 0.0, 1.0, on_neutral
-        else:
-            # One pass over the turned views gives the orientation's layout (and, as it happens, the search's
-            # turns when nothing is turned: the estimate is 0° or nothing is trained).
-            views = turn_views(on_neutral, self.orientation.tta)
-            view_reading = self.embedder.read(views, layout=True, stems=True)
-            layout = view_reading.layout
-            try:
-                probabilities = self.orientation.probabilities_of_views(layout)[0]
-                turned, angle_confidence = angle_from_probabilities(probabilities)
-                angle = (-turned) % 360.0
-            except ModelFileError:
-                # Nothing trained yet (a fresh catalogue): keep the photographed angle. Identification
-                # still works, less well, until `train_models` has run.
-                angle, angle_confidence = 0.0, 0.0
-            upright = rotate_upright(on_neutral, angle) if angle else on_neutral
-        done("turning_upright")
-
-        step("enhancing")
-        before_enhance = upright
-        enhanced = False
-        turn_source = on_neutral  # what the rotation search's other turns are cut from
-        if self.use_enhance:
-            coin_size = min(cut.box[2] - cut.box[0], cut.box[3] - cut.box[1])
-            upright, enhanced = enhance(upright, source_size=coin_size)
-            if enhanced:
-                # Every turn of the search reads the same enhanced pixels, not only the upright one.
-                turn_source, _ = enhance(on_neutral, source_size=coin_size)
-        done("enhancing")
-
-        # The rotation search's turns: the upright estimate and evenly spaced turns from it.
-        angles = np.array([angle % 360.0])
-        if not assume_upright and self.rotation_turns > 1:
-            angles = (float(angle) + self.turn_offsets()) % 360.0
+        angles = self._search_angles(turn.angle, assume_upright=assume_upright)
 
         def describe():
             turned = [upright] + [rotate_upright(turn_source, float(a)) for a in angles[1:]]
             return self.embedder.read(turned, stems=not known_side)
 
         # The search's turns; with no turn made (nothing trained), the views already read are those turns.
-        same = view_reading is not None and len(view_reading.descriptors) == len(angles) and not angle and not enhanced
-        reading = view_reading if same else None
-
-        step("classifying")
-        if known_side:
-            side, side_confidence = known_side, 1.0
-        else:
+        same = turn.views is not None and len(turn.views.descriptors) == len(angles) and not turn.angle and not enhanced
+        reading = turn.views if same else None
+        with clock.step("classifying"):
+            if known_side:
+                side, side_confidence = known_side, 1.0
+            else:
+                if reading is None:
+                    reading = describe()
+                side, side_confidence = self._classify(reading.stems, upright_estimated=turn.probabilities is not None)
+        with clock.step("embedding"):
             if reading is None:
                 reading = describe()
-            # The side of the upright cut-out: the classifier reads an upright coin best (held-out types,
-            # frozen features: 0.86 / 0.83 on two seeds, against 0.77 / 0.76 for the mean over 8 turns).
-            # With no upright estimate to trust (nothing trained), the mean over the turned views instead.
-            stems = reading.stems[:1] if probabilities is not None else reading.stems
-            try:
-                side, side_confidence = self.side_classifier.predict_stems(stems)
-            except ModelFileError:
-                side, side_confidence = "unknown", 0.0  # untrained: the search then looks at both sides
-        done("classifying")
-
-        step("embedding")
-        if reading is None:
-            reading = describe()
-        descriptors = reading.descriptors
-        vectors = np.asarray(self.embedder.embed_descriptors(descriptors), dtype=np.float32)
-        embedding = vectors[0]
-        turns = None
-        if len(angles) > 1:
-            bonus = np.zeros(len(angles))
-            if self.rotation_prior and probabilities is not None:
-                from mlcore.retrieval import turn_bonus
-
-                bonus = turn_bonus(probabilities, angles, self.rotation_prior)
-            turns = QueryTurns(angles=angles, vectors=vectors, bonus=bonus)
-        done("embedding")
-        timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+            embedding, turns = self._embed(reading.descriptors, angles, turn.probabilities)
+        clock.timings["total"] = clock.since_start()
 
         return ProcessResult(
             original_size=image.size,
@@ -353,19 +309,101 @@ class Pipeline:
             crop_box=tuple(int(v) for v in cut.box),
             cutout=cut.rgba,
             upright=upright,
-            angle=float(angle),
-            angle_confidence=float(angle_confidence),
+            angle=float(turn.angle),
+            angle_confidence=float(turn.confidence),
             enhanced=enhanced,
             side=side,
             side_confidence=float(side_confidence),
             embedding=embedding,
-            timings=timings,
+            timings=clock.timings,
             model_versions=self.model_versions(),
-            mask=Image.fromarray((detection.mask * 255).astype(np.uint8)),
+            mask=Image.fromarray((found[chosen].mask * 255).astype(np.uint8)),
             on_neutral=on_neutral,
-            before_enhance=before_enhance,
+            before_enhance=turn.image,
             turns=turns,
         )
+
+    def _search_angles(self, angle: float, *, assume_upright: bool) -> np.ndarray:
+        """The rotation search's turns: the upright estimate and evenly spaced turns from it (catalogue: one)."""
+        if not assume_upright and self.rotation_turns > 1:
+            return (float(angle) + self.turn_offsets()) % 360.0
+        return np.array([angle % 360.0])
+
+    def _find_objects(self, image: Image.Image, *, assume_upright: bool, choose: int | None) -> tuple[list, int]:
+        """(every object found, the index of the coin): the likeliest, or ``choose``. Raises NoObjectFound."""
+        from mlcore.segment import studio_detection
+
+        # A catalogue's studio photo is usually one coin on a plain background: cut out by colour when that
+        # is safe, which spares the model run that dominates indexing (``studio_detection``).
+        studio = studio_detection(image) if assume_upright and image.mode == "RGB" else None
+        found = [studio] if studio else self.segmenter.find_objects(image, sharpen=choose or 0)
+        if not found:
+            raise NoObjectFound()
+        chosen = max(range(len(found)), key=lambda i: found[i].score)
+        if choose is not None and 0 <= choose < len(found):
+            chosen = choose
+        return found, chosen
+
+    def _turn_upright(self, on_neutral: Image.Image, *, keep: bool) -> _Upright:
+        """The orientation estimate and the cut-out turned by it; ``keep``: no estimate, the cut-out as it is."""
+        from mlcore.cutout import rotate_upright
+        from mlcore.orientation import angle_from_probabilities, turn_views
+
+        if keep:
+            return _Upright(0.0, 1.0, on_neutral, None, None)
+        # One pass over the turned views gives the orientation's layout (and, as it happens, the search's
+        # turns when nothing is turned: the estimate is 0° or nothing is trained).
+        views = turn_views(on_neutral, self.orientation.tta)
+        view_reading = self.embedder.read(views, layout=True, stems=True)
+        probabilities = None
+        try:
+            probabilities = self.orientation.probabilities_of_views(view_reading.layout)[0]
+            turned, confidence = angle_from_probabilities(probabilities)
+            angle = (-turned) % 360.0
+        except ModelFileError:
+            # Nothing trained yet (a fresh catalogue): keep the photographed angle. Identification
+            # still works, less well, until `train_models` has run.
+            angle, confidence = 0.0, 0.0
+        upright = rotate_upright(on_neutral, angle) if angle else on_neutral
+        return _Upright(angle, confidence, upright, probabilities, view_reading)
+
+    def _enhance(
+        self, upright: Image.Image, on_neutral: Image.Image, box: tuple[int, int, int, int]
+    ) -> tuple[Image.Image, bool, Image.Image]:
+        """(the upright cut-out, enhanced or not, what the rotation search's other turns are cut from)."""
+        if not self.use_enhance:
+            return upright, False, on_neutral
+        coin_size = min(box[2] - box[0], box[3] - box[1])
+        upright, enhanced = enhance(upright, source_size=coin_size)
+        turn_source = on_neutral
+        if enhanced:
+            # Every turn of the search reads the same enhanced pixels, not only the upright one.
+            turn_source, _ = enhance(on_neutral, source_size=coin_size)
+        return upright, enhanced, turn_source
+
+    def _classify(self, stems, *, upright_estimated: bool) -> tuple[str, float]:
+        """(side, confidence) from the block-13 maps of the search's turns (the first: the upright estimate)."""
+        # The side of the upright cut-out: the classifier reads an upright coin best (held-out types,
+        # frozen features: 0.86 / 0.83 on two seeds, against 0.77 / 0.76 for the mean over 8 turns).
+        # With no upright estimate to trust (nothing trained), the mean over the turned views instead.
+        try:
+            return self.side_classifier.predict_stems(stems[:1] if upright_estimated else stems)
+        except ModelFileError:
+            return "unknown", 0.0  # untrained: the search then looks at both sides
+
+    def _embed(
+        self, descriptors: np.ndarray, angles: np.ndarray, probabilities: np.ndarray | None
+    ) -> tuple[np.ndarray, QueryTurns | None]:
+        """(the upright embedding, the rotation search's query when it has several turns)."""
+        vectors = np.asarray(self.embedder.embed_descriptors(descriptors), dtype=np.float32)
+        if len(angles) <= 1:
+            return vectors[0], None
+        bonus = np.zeros(len(angles))
+        if self.rotation_prior and probabilities is not None:
+            from mlcore.retrieval import turn_bonus
+
+            bonus = turn_bonus(probabilities, angles, self.rotation_prior)
+        return vectors[0], QueryTurns(angles=angles, vectors=vectors, bonus=bonus)
 
     def turn_offsets(self) -> np.ndarray:
         """Degrees (counter-clockwise, from the upright estimate) of the rotation search's turns; first 0."""

@@ -190,11 +190,33 @@ def side_net_fit(
     train_rows = np.flatnonzero(~held)
     rng = np.random.default_rng(seed)
     net = SideNet.from_backbone(features)
+    per_epoch = min(len(train_rows), max_copies)
+    epochs = _fine_tune(
+        net, stems, labels, train_rows, rng, epochs=epochs, per_epoch=per_epoch, min_steps=min_steps, progress=progress
+    )
+    metrics: dict[str, float] = {"samples": int(len(train_rows)), "epochs": epochs, "copies_per_epoch": per_epoch}
+    if held.any() and len(set(labels[held].tolist())) == 2:
+        metrics.update(_calibrate(net, stems, labels, groups, held, kinds=kinds, extra=extra))
+    return net, metrics
+
+
+def _fine_tune(
+    net: SideNet,
+    stems: torch.Tensor,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    per_epoch: int,
+    min_steps: int,
+    progress,
+) -> int:
+    """Train ``net`` on random subsets of ``per_epoch`` of ``train_rows`` (mirrored at random); the epochs run."""
     optimiser = torch.optim.AdamW(
         [{"params": net.blocks.parameters(), "lr": 1e-3}, {"params": net.head.parameters(), "lr": 1e-2}],
         weight_decay=1e-4,
     )
-    per_epoch = min(len(train_rows), max_copies)
     batch = 64
     per_epoch_steps = max(1, (per_epoch + batch - 1) // batch)
     # A small catalogue gets more epochs: a few hundred copies seen twice teach the blocks nothing
@@ -222,37 +244,47 @@ def side_net_fit(
         if progress:
             progress(f"side network: epoch {epoch + 1}/{epochs} done")
     net.eval()
-    metrics: dict[str, float] = {"samples": int(len(train_rows)), "epochs": epochs, "copies_per_epoch": per_epoch}
-    if held.any() and len(set(labels[held].tolist())) == 2:
-        with torch.inference_mode():
-            logits = torch.cat(
-                [net(stems[torch.from_numpy(r)]) for r in np.array_split(np.flatnonzero(held), 1 + held.sum() // 128)]
-            )
-        logits = logits.numpy().astype(np.float64)
-        a, b = _platt(logits, labels[held])
-        net.platt.copy_(torch.tensor([a, b]))
-        probability = 1.0 / (1.0 + np.exp(-(a * logits + b)))
-        truth = labels[held] == 1
-        metrics["held_out_accuracy"] = round(float(np.mean((logits > 0) == truth)), 4)
-        metrics["held_out_log_loss"] = round(
-            float(-np.mean(np.log(np.where(truth, probability, 1 - probability) + 1e-12))), 4
+    return epochs
+
+
+def _calibrate(
+    net: SideNet,
+    stems: torch.Tensor,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    held: np.ndarray,
+    *,
+    kinds: np.ndarray | None,
+    extra: dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray]] | None,
+) -> dict[str, float]:
+    """Fit ``net``'s Platt calibration on the ``held`` rows' logits; the held-out metrics (per kind, per extra set)."""
+    with torch.inference_mode():
+        logits = torch.cat(
+            [net(stems[torch.from_numpy(r)]) for r in np.array_split(np.flatnonzero(held), 1 + held.sum() // 128)]
         )
-        metrics["held_out_samples"] = int(held.sum())
-        if kinds is not None:
-            for kind in sorted(set(np.asarray(kinds).tolist())):
-                rows = np.asarray(kinds)[held] == kind
-                if rows.any():
-                    metrics[f"held_out_accuracy_{kind}"] = round(float(np.mean((logits[rows] > 0) == truth[rows])), 4)
-        held_groups = set(groups[held].tolist())
-        for name, (x, y, g) in (extra or {}).items():
-            rows = np.array([value in held_groups for value in np.asarray(g).tolist()], dtype=bool)
+    logits = logits.numpy().astype(np.float64)
+    a, b = _platt(logits, labels[held])
+    net.platt.copy_(torch.tensor([a, b]))
+    probability = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    truth = labels[held] == 1
+    metrics: dict[str, float] = {
+        "held_out_accuracy": round(float(np.mean((logits > 0) == truth)), 4),
+        "held_out_log_loss": round(float(-np.mean(np.log(np.where(truth, probability, 1 - probability) + 1e-12))), 4),
+        "held_out_samples": int(held.sum()),
+    }
+    if kinds is not None:
+        for kind in sorted(set(np.asarray(kinds).tolist())):
+            rows = np.asarray(kinds)[held] == kind
             if rows.any():
-                p = net.probability_obverse(x[torch.from_numpy(np.flatnonzero(rows))])
-                metrics[f"held_out_accuracy_{name}"] = round(
-                    float(np.mean((p >= 0.5) == (np.asarray(y)[rows] == 1))), 4
-                )
-                metrics[f"held_out_samples_{name}"] = int(rows.sum())
-    return net, metrics
+                metrics[f"held_out_accuracy_{kind}"] = round(float(np.mean((logits[rows] > 0) == truth[rows])), 4)
+    held_groups = set(groups[held].tolist())
+    for name, (x, y, g) in (extra or {}).items():
+        rows = np.array([value in held_groups for value in np.asarray(g).tolist()], dtype=bool)
+        if rows.any():
+            p = net.probability_obverse(x[torch.from_numpy(np.flatnonzero(rows))])
+            metrics[f"held_out_accuracy_{name}"] = round(float(np.mean((p >= 0.5) == (np.asarray(y)[rows] == 1))), 4)
+            metrics[f"held_out_samples_{name}"] = int(rows.sum())
+    return metrics
 
 
 def pair_obverse_first(p_first: float, p_second: float) -> float | None:

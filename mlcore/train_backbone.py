@@ -317,6 +317,13 @@ def export(features: torch.nn.Module, path: Path) -> Path:
     return path
 
 
+def _spent(started: float, steps: int, *, hours: float | None, max_steps: int | None) -> bool:
+    """Whether this session's share of the run (``hours`` since ``started``, ``max_steps``) is used up."""
+    if hours is not None and time.monotonic() - started > hours * 3600:
+        return True
+    return max_steps is not None and steps >= max_steps
+
+
 def run(
     records: Sequence[CatalogueRecord],
     *,
@@ -365,9 +372,7 @@ def run(
     steps_here = 0
     running: list[dict[str, float]] = []
     while not trainer.done:
-        if hours is not None and time.monotonic() - started > hours * 3600:
-            break
-        if max_steps is not None and steps_here >= max_steps:
+        if _spent(started, steps_here, hours=hours, max_steps=max_steps):
             break
         epoch = trainer.epoch
         running.append(trainer.train_step())

@@ -68,13 +68,24 @@ def nearest_images(
     if "legend" in filters:
         queryset = queryset.filter(item__in=item_legend_match(Item.objects.all(), hint=filters["legend"]).values("pk"))
     queryset = queryset.annotate(distance=CosineDistance("vector", vector)).order_by("distance")
-    with transaction.atomic(), _hnsw_settings():
+    with transaction.atomic(), _hnsw_settings(pin_index=not filters):
         rows = list(queryset.values_list("image_id", "item_id", "distance")[:limit])
     return sorted(((image_id, item_id, 1.0 - float(d)) for image_id, item_id, d in rows), key=lambda r: -r[2])
 
 
 class _hnsw_settings:
-    """SET LOCAL the HNSW search parameters for the current transaction."""
+    """SET LOCAL the HNSW search parameters for the current transaction.
+
+    ``pin_index``: an unfiltered search always reads the HNSW index. Around 100,000 images the
+    planner's costs for the index and for an exact scan and sort are close, and it was seen choosing
+    the scan (250–350 ms instead of 14–30 ms; docs/scaling.md). With sorting off, the only plan left
+    is the one that needs no sort: the HNSW index (turning sequential scans off is not enough: a
+    btree on the side, then a sort, is exact and as slow). A filtered search keeps the planner's
+    choice: a selective filter is best answered exactly from the few rows it leaves.
+    """
+
+    def __init__(self, *, pin_index: bool = False) -> None:
+        self.pin_index = pin_index
 
     def __enter__(self):
         from django.db import connection
@@ -82,6 +93,8 @@ class _hnsw_settings:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.OBVERSE_HNSW_EF_SEARCH])
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            if self.pin_index:
+                cursor.execute("SET LOCAL enable_sort = off")  # the one plan that needs no sort: HNSW
         return self
 
     def __exit__(self, *exc):

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from pgvector.django import CosineDistance
 from PIL import Image
 
 from collection.models import ImageEmbedding, Side
@@ -244,3 +245,25 @@ class TestMetadataAgreement:
         hits = search.candidates_search(queries=self.query(), model=self.MODEL)
         assert [h.item_id for h in hits[:2]] == [odd.pk, mine.pk]
         assert all(h.agreement == 0 for h in hits)
+
+
+class TestThePlanner:
+    """An unfiltered search reads the HNSW index even where the planner would scan the table."""
+
+    def _plan(self, pin_index: bool) -> str:
+        from django.db import connection, transaction
+
+        from collection.models import ImageEmbedding
+        from identification.search import _hnsw_settings
+
+        vector = [1.0] + [0.0] * 1279
+        queryset = ImageEmbedding.objects.filter(side="obverse").order_by(CosineDistance("vector", vector))[:80]
+        sql, params = queryset.values_list("image_id").query.sql_with_params()
+        with transaction.atomic(), _hnsw_settings(pin_index=pin_index), connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+    def test_a_small_catalogue_is_scanned_unless_the_index_is_pinned(self, fake_pipeline):
+        catalogue_image(make_item(), seed=7, pipeline=fake_pipeline)
+        assert "hnsw" not in self._plan(pin_index=False).lower()  # a few rows: the planner scans them
+        assert "embedding_vector_hnsw" in self._plan(pin_index=True)

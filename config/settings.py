@@ -346,6 +346,8 @@ OBVERSE_SWEEP_RECEIVED_AFTER_S = env_int("OBVERSE_SWEEP_RECEIVED_AFTER_S", 300)
 # did not raise recall on phone-like photos (docs/ml-notes.md, "Enhancement, with and without").
 OBVERSE_ENHANCE = env_bool("OBVERSE_ENHANCE", False)
 OBVERSE_HNSW_EF_SEARCH = env_int("OBVERSE_HNSW_EF_SEARCH", 100)
+# Above this many embeddings an unfiltered search always reads the HNSW index (identification.search).
+OBVERSE_HNSW_PIN_ABOVE = env_int("OBVERSE_HNSW_PIN_ABOVE", 50_000)
 OBVERSE_INDEX_ON_IMPORT = env_bool("OBVERSE_INDEX_ON_IMPORT", True)  # embed imported images in the background
 OBVERSE_DEMO_DIR = Path(env_str("OBVERSE_DEMO_DIR", str(VAR_DIR / "demo")))
 # Raw uploads (with their EXIF: GPS, camera) and the sender's name, email and address are removed this many

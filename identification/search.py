@@ -76,12 +76,14 @@ def nearest_images(
 class _hnsw_settings:
     """SET LOCAL the HNSW search parameters for the current transaction.
 
-    ``pin_index``: an unfiltered search always reads the HNSW index. Around 100,000 images the
-    planner's costs for the index and for an exact scan and sort are close, and it was seen choosing
-    the scan (250–350 ms instead of 14–30 ms; docs/scaling.md). With sorting off, the only plan left
-    is the one that needs no sort: the HNSW index (turning sequential scans off is not enough: a
-    btree on the side, then a sort, is exact and as slow). A filtered search keeps the planner's
-    choice: a selective filter is best answered exactly from the few rows it leaves.
+    ``pin_index``: an unfiltered search of a large index (more rows than
+    ``OBVERSE_HNSW_PIN_ABOVE``, by the planner's own estimate) always reads the HNSW index. Around
+    100,000 images the planner's costs for the index and for an exact scan and sort are close, and
+    it was seen choosing the scan (250–350 ms instead of 14–30 ms; docs/scaling.md). With sorting
+    off, the only plan left is the one that needs no sort: the HNSW index (turning sequential scans
+    off is not enough: a btree on the side, then a sort, is exact and as slow). A small index is
+    left to the planner: an exact scan is cheap there and exact. A filtered search keeps the
+    planner's choice: a selective filter is best answered exactly from the few rows it leaves.
     """
 
     def __init__(self, *, pin_index: bool = False) -> None:
@@ -94,7 +96,11 @@ class _hnsw_settings:
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.OBVERSE_HNSW_EF_SEARCH])
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             if self.pin_index:
-                cursor.execute("SET LOCAL enable_sort = off")  # the one plan that needs no sort: HNSW
+                table = ImageEmbedding._meta.db_table
+                cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+                row = cursor.fetchone()
+                if row and row[0] > settings.OBVERSE_HNSW_PIN_ABOVE:
+                    cursor.execute("SET LOCAL enable_sort = off")  # the one plan that needs no sort: HNSW
         return self
 
     def __exit__(self, *exc):

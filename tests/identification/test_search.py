@@ -263,7 +263,13 @@ class TestThePlanner:
             cursor.execute(f"EXPLAIN {sql}", params)
             return "\n".join(row[0] for row in cursor.fetchall())
 
-    def test_a_small_catalogue_is_scanned_unless_the_index_is_pinned(self, fake_pipeline):
+    def test_a_large_index_is_read_through_hnsw_and_a_small_one_left_to_the_planner(self, fake_pipeline, settings):
+        from django.db import connection
+
         catalogue_image(make_item(), seed=7, pipeline=fake_pipeline)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE collection_imageembedding")  # the planner's row estimate: 1
         assert "hnsw" not in self._plan(pin_index=False).lower()  # a few rows: the planner scans them
+        assert "hnsw" not in self._plan(pin_index=True).lower()  # still small: left to the planner
+        settings.OBVERSE_HNSW_PIN_ABOVE = 0  # as if it were large
         assert "embedding_vector_hnsw" in self._plan(pin_index=True)

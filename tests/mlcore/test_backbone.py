@@ -55,10 +55,11 @@ def test_the_loaded_backbone_is_folded_and_channels_last():
     assert features.shape == (1, 1280) and (features >= 0).all()
 
 
-def test_the_onnx_graph_gives_the_torch_networks_maps_at_every_tap():
+@pytest.mark.parametrize("weights", ["imagenet", "coins"])
+def test_the_onnx_graph_gives_the_torch_networks_maps_at_every_tap(weights):
     from mlcore.backbone import MAP_LAYERS, Backbone, to_tensor
 
-    backbone = Backbone(MODELS)
+    backbone = Backbone(MODELS, weights=weights)
     try:
         backbone.ensure_loaded()
     except ModelFileError as exc:
@@ -77,3 +78,35 @@ def test_the_onnx_graph_gives_the_torch_networks_maps_at_every_tap():
                 assert torch.allclose(maps[index], expected, atol=1e-4 * float(expected.abs().max())), index
     with pytest.raises(ValueError, match="not outputs"):
         backbone.maps(batch, (5,))
+
+
+def test_the_committed_coin_weights_match_their_manifest_and_embed_a_real_coin(ans_dir):
+    """The project's own backbone (mlcore/weights): the file its manifest describes, set up, and a real embedding."""
+    import json
+
+    from mlcore.backbone import COINS
+    from mlcore.cutout import catalogue_cutout
+    from mlcore.dataset import load_ans_layout
+    from mlcore.embed import RECIPES, Embedder
+    from mlcore.modelfiles import check_file, sha256_of
+    from mlcore.setup_models import PROJECT_WEIGHTS
+
+    (entry,) = [
+        e for e in json.loads((PROJECT_WEIGHTS / "manifest.json").read_text())["models"] if e["name"] == COINS.name
+    ]
+    committed = PROJECT_WEIGHTS / entry["filename"]
+    assert sha256_of(committed) == entry["sha256"] and committed.stat().st_size == entry["size"] <= 25 * 2**20
+    assert entry["command"].startswith("python -m mlcore.train_backbone") and entry["data"]["types"]["test"] > 0
+    assert entry["validation"][-1]["epoch"] == entry["settings"]["epochs"]  # the whole run, its curve recorded
+    try:
+        prepared = check_file(MODELS, COINS.name)
+    except ModelFileError as exc:
+        pytest.skip(f"models folder not prepared: {exc}")
+    assert sha256_of(prepared) == entry["sha256"]  # make models copied exactly this file
+    (record,) = load_ans_layout(ans_dir, limit=1)
+    cutouts = [catalogue_cutout(Image.open(path)) for path in record.images.values()]
+    coins = Embedder(MODELS, config=RECIPES["coins"], use_trained=False).embed(cutouts)
+    imagenet = Embedder(MODELS, config=RECIPES["imagenet"], use_trained=False).embed(cutouts)
+    assert coins.shape == (2, 1280) and np.isfinite(coins).all()
+    assert np.allclose(np.linalg.norm(coins, axis=1), 1.0, atol=1e-4)
+    assert float(coins[0] @ imagenet[0]) < 0.99  # other weights: another description of the same coin
